@@ -1,0 +1,87 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+let package = Package(
+    name: "Strongbox",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "strongbox", targets: ["strongbox"]),
+        .library(name: "RESP", targets: ["RESP"]),
+        .library(name: "StrongboxServer", targets: ["StrongboxServer"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+    ],
+    targets: [
+        .target(
+            name: "RESP",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "Keyspace",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "Engine",
+            dependencies: ["RESP", "Keyspace", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "StrongboxServer",
+            dependencies: [
+                "Engine", "RESP", "Keyspace",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "strongbox",
+            dependencies: [
+                "StrongboxServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .systemLibrary(
+            name: "CHiredis",
+            pkgConfig: "hiredis",
+            providers: [.apt(["libhiredis-dev"])]
+        ),
+        .testTarget(
+            name: "RESPTests",
+            dependencies: ["RESP", .product(name: "NIOTestUtils", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "KeyspaceTests",
+            dependencies: ["Keyspace"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "StrongboxServerTests",
+            dependencies: [
+                "StrongboxServer", "Engine", "RESP",
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            resources: [.copy("Corpus")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "HiredisTests",
+            dependencies: ["CHiredis", "StrongboxServer"],
+            swiftSettings: strict
+        ),
+    ]
+)

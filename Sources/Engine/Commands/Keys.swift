@@ -1,0 +1,240 @@
+import Keyspace
+import NIOCore
+import RESP
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The generic key commands: DEL, EXISTS, TYPE, RENAME, KEYS, SCAN and friends.
+enum KeyCommands {
+    /// DEL key [key ...] (and UNLINK) · - Complexity: O(N)
+    static func del(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
+        let now = inv.now
+        var removed: Int64 = 0
+        for i in 1..<inv.argc {
+            let key = inv.args[i]
+            engine.keyspace.withShard(for: key) { shard in
+                if shard.entry(key, now: now) != nil {
+                    shard.remove(key)
+                    removed += 1
+                }
+            }
+        }
+        inv.out.writeRESPInteger(removed)
+    }
+
+    /// EXISTS key [key ...] (and TOUCH): counts every named key that exists, repeats included.
+    static func exists(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
+        let now = inv.now
+        var found: Int64 = 0
+        for i in 1..<inv.argc {
+            let key = inv.args[i]
+            if engine.keyspace.withShard(for: key, { $0.entry(key, now: now) != nil }) { found += 1 }
+        }
+        inv.out.writeRESPInteger(found)
+    }
+
+    /// TYPE key · - Complexity: O(1)
+    static func type(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
+        let now = inv.now
+        let key = inv.args[1]
+        let exists = engine.keyspace.withShard(for: key) { $0.entry(key, now: now) != nil }
+        inv.out.writeStaticString(exists ? "+string\r\n" : "+none\r\n")
+    }
+
+    /// RENAME key newkey / RENAMENX key newkey · - Complexity: O(1)
+    static func rename(_ engine: Engine, _ inv: inout Invocation, nx: Bool) throws(CommandError) {
+        let now = inv.now
+        let source = inv.args[1], target = inv.args[2]
+        let result: Bool = try engine.keyspace.withShards(for: [source, target]) { (set: inout Keyspace.ShardSet) throws(CommandError) -> Bool in
+            guard let entry = set.withShard(for: source, { $0.entry(source, now: now) }) else { throw .noSuchKey }
+            if source == target { return !nx }
+            let targetExists = set.withShard(for: target) { $0.entry(target, now: now) != nil }
+            if targetExists && nx { return false }
+            _ = set.withShard(for: source) { $0.remove(source) }
+            set.withShard(for: target) { $0.set(target, value: entry.value, deadline: entry.deadline) }
+            return true
+        }
+        if nx { inv.out.writeRESPInteger(result ? 1 : 0) } else { inv.out.writeRESPOK() }
+    }
+
+    /// KEYS pattern · - Complexity: O(N)
+    static func keys(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
+        let pattern = Array(inv.args[1].readableBytesView)
+        let now = inv.now
+        let matchAll = pattern == [UInt8(ascii: "*")]
+        var found: [ByteBuffer] = []
+        for shard in 0..<engine.keyspace.shardCount {
+            engine.keyspace.forEachKey(inShard: shard, now: now) { key, _ in
+                if matchAll || Glob.match(pattern, key.readableBytesView) { found.append(key) }
+            }
+        }
+        inv.out.writeRESPArrayHeader(found.count)
+        for key in found { inv.out.writeRESPBulk(key) }
+    }
+
+    /// SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]
+    ///
+    /// The cursor names a shard: one call returns whole shards until it has at least COUNT keys,
+    /// so a key present for the whole iteration is returned exactly once.
+    /// - Complexity: O(1) per call in shards, O(N) for a full iteration
+    static func scan(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
+        let cursor = try parseCursor(inv.args[1])
+        var count: Int64 = 10
+        var pattern: [UInt8]? = nil
+        var typeFilter: ByteBuffer? = nil
+        var i = 2
+        while i < inv.argc {
+            let remaining = inv.argc - i - 1
+            let opt = inv.args[i]
+            if opt.isToken("count") && remaining >= 1 {
+                count = try Arg.integer(inv.args[i + 1])
+                if count < 1 { throw .syntax }
+            } else if opt.isToken("match") && remaining >= 1 {
+                pattern = Array(inv.args[i + 1].readableBytesView)
+            } else if opt.isToken("type") && remaining >= 1 {
+                typeFilter = inv.args[i + 1]
+            } else {
+                throw .syntax
+            }
+            i += 2
+        }
+        let now = inv.now
+        var found: [ByteBuffer] = []
+        var shard = cursor > UInt64(engine.keyspace.shardCount) ? engine.keyspace.shardCount : Int(cursor)
+        let matchesType = typeFilter.map { $0.isToken("string") } ?? true
+        if pattern == [UInt8(ascii: "*")] { pattern = nil }
+        while shard < engine.keyspace.shardCount && found.count < count {
+            engine.keyspace.forEachKey(inShard: shard, now: now) { key, _ in
+                guard matchesType else { return }
+                if let pattern, !Glob.match(pattern, key.readableBytesView) { return }
+                found.append(key)
+            }
+            shard += 1
+        }
+        let next = shard >= engine.keyspace.shardCount ? 0 : shard
+        inv.out.writeRESPArrayHeader(2)
+        inv.out.writeRESPBulk(string: String(next))
+        inv.out.writeRESPArrayHeader(found.count)
+        for key in found { inv.out.writeRESPBulk(key) }
+    }
+
+    /// Redis's cursor syntax (`strtoul`): no leading space, all bytes used, no overflow.
+    static func parseCursor(_ b: ByteBuffer) throws(CommandError) -> UInt64 {
+        let invalid = CommandError("ERR invalid cursor")
+        var bytes = Array(b.readableBytesView)
+        if let first = bytes.first, first == 32 || (first >= 9 && first <= 13) { throw invalid }
+        if bytes.contains(0) { throw invalid }
+        bytes.append(0)
+        return try bytes.withUnsafeBufferPointer { (p: UnsafeBufferPointer<UInt8>) throws(CommandError) -> UInt64 in
+            let s = UnsafeRawPointer(p.baseAddress!).assumingMemoryBound(to: CChar.self)
+            var end: UnsafeMutablePointer<CChar>? = nil
+            errno = 0
+            let v = strtoul(s, &end, 10)
+            guard let end, end.pointee == 0, errno != ERANGE else { throw invalid }
+            return UInt64(v)
+        }
+    }
+
+    /// RANDOMKEY · - Complexity: O(1)
+    static func randomkey(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
+        if let key = engine.keyspace.randomKey() { inv.out.writeRESPBulk(key) } else { inv.out.writeRESPNull(version: inv.version) }
+    }
+
+    /// DBSIZE · - Complexity: O(1)
+    static func dbsize(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
+        inv.out.writeRESPInteger(Int64(engine.keyspace.count))
+    }
+
+    /// FLUSHDB / FLUSHALL [ASYNC | SYNC] · - Complexity: O(N)
+    static func flush(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
+        if inv.argc == 2 {
+            guard inv.args[1].isToken("sync") || inv.args[1].isToken("async") else { throw .syntax }
+        } else if inv.argc != 1 {
+            throw .syntax
+        }
+        engine.keyspace.flush()
+        inv.out.writeRESPOK()
+    }
+}
+
+/// Redis's glob matching (`stringmatchlen`): `*`, `?`, `[abc]`, `[^a]`, `[a-z]` and `\` escapes.
+public enum Glob {
+    public static func match<C: Collection>(_ pattern: [UInt8], _ string: C, noCase: Bool = false) -> Bool where C.Element == UInt8 {
+        let s = Array(string)
+        var skipLonger = false
+        return matchFrom(pattern, 0, s, 0, noCase: noCase, depth: 0, skipLonger: &skipLonger)
+    }
+
+    private static func lower(_ c: UInt8) -> UInt8 { (c >= 65 && c <= 90) ? c | 0x20 : c }
+
+    private static func matchFrom(_ p: [UInt8], _ pi0: Int, _ s: [UInt8], _ si0: Int, noCase: Bool, depth: Int, skipLonger: inout Bool) -> Bool {
+        // Deep recursion on hostile patterns: give up as Redis does past its nesting limit.
+        if depth > 1000 { return false }
+        var pi = pi0, si = si0
+        while pi < p.count && si < s.count {
+            switch p[pi] {
+            case UInt8(ascii: "*"):
+                while pi + 1 < p.count && p[pi + 1] == UInt8(ascii: "*") { pi += 1 }
+                if pi + 1 == p.count { return true }
+                while si < s.count {
+                    if matchFrom(p, pi + 1, s, si, noCase: noCase, depth: depth + 1, skipLonger: &skipLonger) { return true }
+                    // A later `*` already failed on every suffix: longer matches here cannot succeed.
+                    if skipLonger { return false }
+                    si += 1
+                }
+                skipLonger = true
+                return false
+            case UInt8(ascii: "?"):
+                si += 1
+            case UInt8(ascii: "["):
+                pi += 1
+                let not = pi < p.count && p[pi] == UInt8(ascii: "^")
+                if not { pi += 1 }
+                var matched = false
+                while true {
+                    if pi + 1 < p.count && p[pi] == UInt8(ascii: "\\") {
+                        pi += 1
+                        if p[pi] == s[si] { matched = true }
+                    } else if pi >= p.count {
+                        pi -= 1
+                        break
+                    } else if p[pi] == UInt8(ascii: "]") {
+                        break
+                    } else if pi + 2 < p.count && p[pi + 1] == UInt8(ascii: "-") {
+                        var start = p[pi], end = p[pi + 2]
+                        var c = s[si]
+                        if start > end { swap(&start, &end) }
+                        if noCase {
+                            start = lower(start); end = lower(end); c = lower(c)
+                        }
+                        pi += 2
+                        if c >= start && c <= end { matched = true }
+                    } else {
+                        if noCase ? lower(p[pi]) == lower(s[si]) : p[pi] == s[si] { matched = true }
+                    }
+                    pi += 1
+                }
+                if not { matched = !matched }
+                if !matched { return false }
+                si += 1
+            case UInt8(ascii: "\\"):
+                if pi + 1 < p.count { pi += 1 }
+                fallthrough
+            default:
+                if noCase ? lower(p[pi]) != lower(s[si]) : p[pi] != s[si] { return false }
+                si += 1
+            }
+            pi += 1
+            if si == s.count {
+                while pi < p.count && p[pi] == UInt8(ascii: "*") { pi += 1 }
+                break
+            }
+        }
+        return pi == p.count && si == s.count
+    }
+}

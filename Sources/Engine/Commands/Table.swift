@@ -1,0 +1,134 @@
+/// The command table: every command Strongbox serves, with Redis 7's arity, flags and key positions.
+enum Commands {
+    private static let readFast = ["readonly", "fast"]
+    private static let writeOOM = ["write", "denyoom"]
+    private static let writeOOMFast = ["write", "denyoom", "fast"]
+    private static let writeFast = ["write", "fast"]
+    private static let connection = ["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"]
+
+    private static func string(_ name: String, _ arity: Int, _ flags: [String], keys: (Int, Int, Int) = (1, 1, 1),
+                               _ categories: [String], since: String, _ summary: String, complexity: String = "O(1)",
+                               hint: String, _ handler: @escaping CommandHandler) -> CommandSpec {
+        CommandSpec(name, arity: arity, flags: flags, keys: keys, categories: categories, group: "string", since: since,
+                    summary: summary, complexity: complexity, hint: hint, handler: handler)
+    }
+
+    private static func generic(_ name: String, _ arity: Int, _ flags: [String], keys: (Int, Int, Int) = (1, 1, 1),
+                                _ categories: [String], since: String, _ summary: String, complexity: String = "O(1)",
+                                hint: String, _ handler: @escaping CommandHandler) -> CommandSpec {
+        CommandSpec(name, arity: arity, flags: flags, keys: keys, categories: categories, group: "generic", since: since,
+                    summary: summary, complexity: complexity, hint: hint, handler: handler)
+    }
+
+    private static func sub(_ container: String, _ name: String, _ arity: Int, _ flags: [String], _ categories: [String],
+                            group: String, _ summary: String, hint: String = "", _ handler: @escaping CommandHandler) -> CommandSpec {
+        CommandSpec("\(container)|\(name)", arity: arity, flags: flags, categories: categories, group: group, since: "2.8.0",
+                    summary: summary, hint: hint, handler: handler)
+    }
+
+    static let all: [CommandSpec] = strings + keys + expiry + connectionCommands + server
+
+    static let strings: [CommandSpec] = [
+        string("get", 2, readFast, ["@read", "@string", "@fast"], since: "1.0.0", "Returns the string value of a key.", hint: "key", StringCommands.get),
+        string("set", -3, writeOOM, ["@write", "@string", "@slow"], since: "1.0.0",
+               "Sets the string value of a key, ignoring its type. The key is created if it doesn't exist.",
+               hint: "key value [NX|XX] [GET] [EX seconds|PX milliseconds|EXAT unix-time-seconds|PXAT unix-time-milliseconds|KEEPTTL]", StringCommands.set),
+        string("setnx", 3, writeOOMFast, ["@write", "@string", "@fast"], since: "1.0.0", "Set the string value of a key only when the key doesn't exist.", hint: "key value", StringCommands.setnx),
+        string("setex", 4, writeOOM, ["@write", "@string", "@slow"], since: "2.0.0", "Sets the string value and expiration time of a key.", hint: "key seconds value", StringCommands.setex),
+        string("psetex", 4, writeOOM, ["@write", "@string", "@slow"], since: "2.6.0", "Sets both string value and expiration time in milliseconds of a key.", hint: "key milliseconds value", StringCommands.psetex),
+        string("getdel", 2, writeFast, ["@write", "@string", "@fast"], since: "6.2.0", "Returns the string value of a key after deleting the key.", hint: "key", StringCommands.getdel),
+        string("getex", -2, writeFast, ["@write", "@string", "@fast"], since: "6.2.0", "Returns the string value of a key after setting its expiration time.",
+               hint: "key [EX seconds|PX milliseconds|EXAT unix-time-seconds|PXAT unix-time-milliseconds|PERSIST]", StringCommands.getex),
+        string("getset", 3, writeOOMFast, ["@write", "@string", "@fast"], since: "1.0.0", "Returns the previous string value of a key after setting it to a new value.", hint: "key value", StringCommands.getset),
+        string("mget", -2, readFast, keys: (1, -1, 1), ["@read", "@string", "@fast"], since: "1.0.0", "Atomically returns the string values of one or more keys.", complexity: "O(N)", hint: "key [key ...]", StringCommands.mget),
+        string("mset", -3, writeOOM, keys: (1, -1, 2), ["@write", "@string", "@slow"], since: "1.0.1", "Atomically creates or modifies the string values of one or more keys.", complexity: "O(N)", hint: "key value [key value ...]", StringCommands.mset),
+        string("msetnx", -3, writeOOM, keys: (1, -1, 2), ["@write", "@string", "@slow"], since: "1.0.1", "Atomically modifies the string values of one or more keys only when all keys don't exist.", complexity: "O(N)", hint: "key value [key value ...]", StringCommands.msetnx),
+        string("append", 3, writeOOMFast, ["@write", "@string", "@fast"], since: "2.0.0", "Appends a string to the value of a key. Creates the key if it doesn't exist.", hint: "key value", StringCommands.append),
+        string("strlen", 2, readFast, ["@read", "@string", "@fast"], since: "2.2.0", "Returns the length of a string value.", hint: "key", StringCommands.strlen),
+        string("getrange", 4, ["readonly"], ["@read", "@string", "@slow"], since: "2.4.0", "Returns a substring of the string stored at a key.", complexity: "O(N)", hint: "key start end", StringCommands.getrange),
+        string("substr", 4, ["readonly"], ["@read", "@string", "@slow"], since: "1.0.0", "Returns a substring from a string value.", complexity: "O(N)", hint: "key start end", StringCommands.getrange),
+        string("setrange", 4, writeOOM, ["@write", "@string", "@slow"], since: "2.2.0", "Overwrites a part of a string value with another by an offset. Creates the key if it doesn't exist.", hint: "key offset value", StringCommands.setrange),
+        string("incr", 2, writeOOMFast, ["@write", "@string", "@fast"], since: "1.0.0", "Increments the integer value of a key by one. Uses 0 as initial value if the key doesn't exist.", hint: "key", StringCommands.incr),
+        string("decr", 2, writeOOMFast, ["@write", "@string", "@fast"], since: "1.0.0", "Decrements the integer value of a key by one. Uses 0 as initial value if the key doesn't exist.", hint: "key", StringCommands.decr),
+        string("incrby", 3, writeOOMFast, ["@write", "@string", "@fast"], since: "1.0.0", "Increments the integer value of a key by a number. Uses 0 as initial value if the key doesn't exist.", hint: "key increment", StringCommands.incrby),
+        string("decrby", 3, writeOOMFast, ["@write", "@string", "@fast"], since: "1.0.0", "Decrements a number from the integer value of a key. Uses 0 as initial value if the key doesn't exist.", hint: "key decrement", StringCommands.decrby),
+        string("incrbyfloat", 3, writeOOMFast, ["@write", "@string", "@fast"], since: "2.6.0", "Increment the floating point value of a key by a number. Uses 0 as initial value if the key doesn't exist.", hint: "key increment", StringCommands.incrbyfloat),
+    ]
+
+    static let keys: [CommandSpec] = [
+        generic("del", -2, ["write"], keys: (1, -1, 1), ["@keyspace", "@write", "@slow"], since: "1.0.0", "Deletes one or more keys.", complexity: "O(N)", hint: "key [key ...]", KeyCommands.del),
+        generic("unlink", -2, writeFast, keys: (1, -1, 1), ["@keyspace", "@write", "@fast"], since: "4.0.0", "Asynchronously deletes one or more keys.", complexity: "O(N)", hint: "key [key ...]", KeyCommands.del),
+        generic("exists", -2, readFast, keys: (1, -1, 1), ["@keyspace", "@read", "@fast"], since: "1.0.0", "Determines whether one or more keys exist.", complexity: "O(N)", hint: "key [key ...]", KeyCommands.exists),
+        generic("touch", -2, readFast, keys: (1, -1, 1), ["@keyspace", "@read", "@fast"], since: "3.2.1", "Returns the number of existing keys out of those specified after updating the time they were last accessed.", complexity: "O(N)", hint: "key [key ...]", KeyCommands.exists),
+        generic("type", 2, readFast, ["@keyspace", "@read", "@fast"], since: "1.0.0", "Determines the type of value stored at a key.", hint: "key", KeyCommands.type),
+        generic("rename", 3, ["write"], keys: (1, 2, 1), ["@keyspace", "@write", "@slow"], since: "1.0.0", "Renames a key and overwrites the destination.", hint: "key newkey") { e, i throws(CommandError) in try KeyCommands.rename(e, &i, nx: false) },
+        generic("renamenx", 3, writeFast, keys: (1, 2, 1), ["@keyspace", "@write", "@fast"], since: "1.0.0", "Renames a key only when the target key name doesn't exist.", hint: "key newkey") { e, i throws(CommandError) in try KeyCommands.rename(e, &i, nx: true) },
+        generic("keys", 2, ["readonly"], keys: (0, 0, 0), ["@keyspace", "@read", "@slow", "@dangerous"], since: "1.0.0", "Returns all key names that match a pattern.", complexity: "O(N)", hint: "pattern", KeyCommands.keys),
+        generic("scan", -2, ["readonly"], keys: (0, 0, 0), ["@keyspace", "@read", "@slow"], since: "2.8.0", "Iterates over the key names in the database.", complexity: "O(1) per call, O(N) for a complete iteration", hint: "cursor [MATCH pattern] [COUNT count] [TYPE type]", KeyCommands.scan),
+        generic("randomkey", 1, ["readonly"], keys: (0, 0, 0), ["@keyspace", "@read", "@slow"], since: "1.0.0", "Returns a random key name from the database.", hint: "", KeyCommands.randomkey),
+        CommandSpec("dbsize", arity: 1, flags: readFast, categories: ["@keyspace", "@read", "@fast"], group: "server", since: "1.0.0", summary: "Returns the number of keys in the database.", handler: KeyCommands.dbsize),
+        CommandSpec("flushdb", arity: -1, flags: ["write"], categories: ["@keyspace", "@write", "@slow", "@dangerous"], group: "server", since: "1.0.0", summary: "Remove all keys from the current database.", complexity: "O(N)", hint: "[ASYNC|SYNC]", handler: KeyCommands.flush),
+        CommandSpec("flushall", arity: -1, flags: ["write"], categories: ["@keyspace", "@write", "@slow", "@dangerous"], group: "server", since: "1.0.0", summary: "Removes all keys from all databases.", complexity: "O(N)", hint: "[ASYNC|SYNC]", handler: KeyCommands.flush),
+    ]
+
+    static let expiry: [CommandSpec] = [
+        generic("expire", -3, writeFast, ["@keyspace", "@write", "@fast"], since: "1.0.0", "Sets the expiration time of a key in seconds.", hint: "key seconds [NX|XX|GT|LT]") { e, i throws(CommandError) in
+            try ExpiryCommands.expire(e, &i, seconds: true, absolute: false, name: "expire") },
+        generic("pexpire", -3, writeFast, ["@keyspace", "@write", "@fast"], since: "2.6.0", "Sets the expiration time of a key in milliseconds.", hint: "key milliseconds [NX|XX|GT|LT]") { e, i throws(CommandError) in
+            try ExpiryCommands.expire(e, &i, seconds: false, absolute: false, name: "pexpire") },
+        generic("expireat", -3, writeFast, ["@keyspace", "@write", "@fast"], since: "1.2.0", "Sets the expiration time of a key to a Unix timestamp.", hint: "key unix-time-seconds [NX|XX|GT|LT]") { e, i throws(CommandError) in
+            try ExpiryCommands.expire(e, &i, seconds: true, absolute: true, name: "expireat") },
+        generic("pexpireat", -3, writeFast, ["@keyspace", "@write", "@fast"], since: "2.6.0", "Sets the expiration time of a key to a Unix milliseconds timestamp.", hint: "key unix-time-milliseconds [NX|XX|GT|LT]") { e, i throws(CommandError) in
+            try ExpiryCommands.expire(e, &i, seconds: false, absolute: true, name: "pexpireat") },
+        generic("ttl", 2, readFast, ["@keyspace", "@read", "@fast"], since: "1.0.0", "Returns the expiration time in seconds of a key.", hint: "key") { e, i throws(CommandError) in
+            try ExpiryCommands.ttl(e, &i, milliseconds: false, absolute: false) },
+        generic("pttl", 2, readFast, ["@keyspace", "@read", "@fast"], since: "2.6.0", "Returns the expiration time in milliseconds of a key.", hint: "key") { e, i throws(CommandError) in
+            try ExpiryCommands.ttl(e, &i, milliseconds: true, absolute: false) },
+        generic("expiretime", 2, readFast, ["@keyspace", "@read", "@fast"], since: "7.0.0", "Returns the expiration time of a key as a Unix timestamp.", hint: "key") { e, i throws(CommandError) in
+            try ExpiryCommands.ttl(e, &i, milliseconds: false, absolute: true) },
+        generic("pexpiretime", 2, readFast, ["@keyspace", "@read", "@fast"], since: "7.0.0", "Returns the expiration time of a key as a Unix milliseconds timestamp.", hint: "key") { e, i throws(CommandError) in
+            try ExpiryCommands.ttl(e, &i, milliseconds: true, absolute: true) },
+        generic("persist", 2, writeFast, ["@keyspace", "@write", "@fast"], since: "2.2.0", "Removes the expiration time of a key.", hint: "key", ExpiryCommands.persist),
+    ]
+
+    static let connectionCommands: [CommandSpec] = [
+        CommandSpec("ping", arity: -1, flags: ["fast"], categories: ["@fast", "@connection"], group: "connection", since: "1.0.0", summary: "Returns the server's liveliness response.", hint: "[message]", handler: ConnectionCommands.ping),
+        CommandSpec("echo", arity: 2, flags: ["fast"], categories: ["@fast", "@connection"], group: "connection", since: "1.0.0", summary: "Returns the given string.", hint: "message", handler: ConnectionCommands.echo),
+        CommandSpec("hello", arity: -1, flags: connection, categories: ["@fast", "@connection"], group: "connection", since: "6.0.0", summary: "Handshakes with the Redis server.", hint: "[protover [AUTH username password] [SETNAME clientname]]", handler: ConnectionCommands.hello),
+        CommandSpec("auth", arity: -2, flags: connection, categories: ["@fast", "@connection"], group: "connection", since: "1.0.0", summary: "Authenticates the connection.", hint: "[username] password", handler: ConnectionCommands.auth),
+        CommandSpec("select", arity: 2, flags: ["loading", "stale", "fast"], categories: ["@keyspace", "@fast", "@connection"], group: "connection", since: "1.0.0", summary: "Changes the selected database.", hint: "index", handler: ConnectionCommands.select),
+        CommandSpec("quit", arity: -1, flags: connection, categories: ["@fast", "@connection"], group: "connection", since: "1.0.0", summary: "Closes the connection.", handler: ConnectionCommands.quit),
+        CommandSpec("reset", arity: 1, flags: connection, categories: ["@fast", "@connection"], group: "connection", since: "6.2.0", summary: "Resets the connection.", handler: ConnectionCommands.reset),
+        CommandSpec("client", arity: -2, flags: [], categories: ["@slow"], group: "connection", since: "2.4.0", summary: "A container for client connection commands.", subcommands: [
+            sub("client", "id", 2, ["noscript", "loading", "stale"], ["@slow", "@connection"], group: "connection", "Returns the unique client ID of the connection.", ConnectionCommands.clientID),
+            sub("client", "setname", 3, ["noscript", "loading", "stale"], ["@slow", "@connection"], group: "connection", "Sets the connection name.", hint: "connection-name", ConnectionCommands.clientSetName),
+            sub("client", "getname", 2, ["noscript", "loading", "stale"], ["@slow", "@connection"], group: "connection", "Returns the name of the connection.", ConnectionCommands.clientGetName),
+            sub("client", "setinfo", 4, ["noscript", "loading", "stale"], ["@slow", "@connection"], group: "connection", "Sets information specific to the client or connection.", hint: "LIB-NAME libname|LIB-VER libver", ConnectionCommands.clientSetInfo),
+            sub("client", "info", 2, ["noscript", "loading", "stale"], ["@slow", "@connection"], group: "connection", "Returns information about the connection.", ConnectionCommands.clientInfo),
+            sub("client", "list", -2, ["admin", "noscript", "loading", "stale"], ["@admin", "@slow", "@dangerous", "@connection"], group: "connection", "Lists open connections.", hint: "[TYPE NORMAL] [ID client-id ...]", ConnectionCommands.clientList),
+            sub("client", "kill", -3, ["admin", "noscript", "loading", "stale"], ["@admin", "@slow", "@dangerous", "@connection"], group: "connection", "Terminates open connections.", hint: "ip:port|ID client-id|ADDR ip:port|LADDR ip:port|SKIPME yes/no", ConnectionCommands.clientKill),
+            sub("client", "no-evict", 3, ["admin", "noscript", "loading", "stale"], ["@admin", "@slow", "@dangerous", "@connection"], group: "connection", "Sets the client eviction mode of the connection.", hint: "ON|OFF", ConnectionCommands.clientNoEvict),
+            sub("client", "help", 2, ["loading", "stale"], ["@slow", "@connection"], group: "connection", "Returns helpful text about the different subcommands.", ConnectionCommands.clientHelp),
+        ], handler: nil),
+    ]
+
+    static let server: [CommandSpec] = [
+        CommandSpec("info", arity: -1, flags: ["loading", "stale"], categories: ["@slow", "@dangerous"], group: "server", since: "1.0.0", summary: "Returns information and statistics about the server.", complexity: "O(1)", hint: "[section [section ...]]", handler: ServerCommands.info),
+        CommandSpec("time", arity: 1, flags: ["loading", "stale", "fast"], categories: ["@fast"], group: "server", since: "2.6.0", summary: "Returns the server time.", handler: ServerCommands.time),
+        CommandSpec("shutdown", arity: -1, flags: ["admin", "noscript", "loading", "stale", "no_multi", "allow_busy"], categories: ["@admin", "@slow", "@dangerous"], group: "server", since: "1.0.0", summary: "Synchronously saves the database(s) to disk and shuts down the Redis server.", hint: "[NOSAVE|SAVE] [NOW] [FORCE] [ABORT]", handler: ServerCommands.shutdown),
+        CommandSpec("config", arity: -2, flags: [], categories: ["@slow"], group: "server", since: "2.0.0", summary: "A container for server configuration commands.", subcommands: [
+            sub("config", "get", -3, ["admin", "noscript", "loading", "stale"], ["@admin", "@slow", "@dangerous"], group: "server", "Returns the effective values of configuration parameters.", hint: "parameter [parameter ...]", ServerCommands.configGet),
+            sub("config", "set", -4, ["admin", "noscript", "loading", "stale"], ["@admin", "@slow", "@dangerous"], group: "server", "Sets configuration parameters in-flight.", hint: "parameter value [parameter value ...]", ServerCommands.configSet),
+            sub("config", "resetstat", 2, ["admin", "noscript", "loading", "stale"], ["@admin", "@slow", "@dangerous"], group: "server", "Resets the server's statistics.", ServerCommands.configResetStat),
+            sub("config", "help", 2, ["loading", "stale"], ["@slow"], group: "server", "Returns helpful text about the different subcommands.", ServerCommands.configHelp),
+        ], handler: nil),
+        CommandSpec("command", arity: -1, flags: ["loading", "stale"], categories: ["@slow", "@connection"], group: "server", since: "2.8.13", summary: "Returns detailed information about all commands.", complexity: "O(N)", subcommands: [
+            sub("command", "count", 2, ["loading", "stale"], ["@slow", "@connection"], group: "server", "Returns a count of commands.", ServerCommands.commandCount),
+            sub("command", "list", -2, ["loading", "stale"], ["@slow", "@connection"], group: "server", "Returns a list of command names.", ServerCommands.commandList),
+            sub("command", "info", -2, ["loading", "stale"], ["@slow", "@connection"], group: "server", "Returns information about one, multiple or all commands.", hint: "[command-name ...]", ServerCommands.commandInfo),
+            sub("command", "docs", -2, ["loading", "stale"], ["@slow", "@connection"], group: "server", "Returns documentary information about one, multiple or all commands.", hint: "[command-name ...]", ServerCommands.commandDocs),
+            sub("command", "getkeys", -3, ["loading", "stale"], ["@slow", "@connection"], group: "server", "Extracts the key names from an arbitrary command.", hint: "command [arg ...]", ServerCommands.commandGetKeys),
+            sub("command", "help", 2, ["loading", "stale"], ["@slow", "@connection"], group: "server", "Returns helpful text about the different subcommands.", ServerCommands.commandHelp),
+        ], handler: ServerCommands.command),
+    ]
+}

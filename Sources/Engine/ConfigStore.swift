@@ -1,0 +1,153 @@
+import Synchronization
+
+/// The server's configuration parameters under redis.conf's names: one place that parses and
+/// validates a value, shared by the command line, the config file and `CONFIG GET|SET`.
+public final class ConfigStore: Sendable {
+    /// How a parameter's value is parsed.
+    public enum Kind: Sendable {
+        case integer(min: Int64, max: Int64)
+        /// A byte size with redis's units (`1k` = 1000, `1kb` = 1024, `mb`, `gb`).
+        case memory
+        case yesNo
+        case oneOf([String])
+        case string
+        /// Space-separated addresses (`bind`).
+        case list
+    }
+
+    public struct Parameter: Sendable {
+        public let name: String
+        public let kind: Kind
+        /// May `CONFIG SET` change it while running?
+        public let mutable: Bool
+        public let defaultValue: String
+    }
+
+    public struct ConfigError: Error, Sendable, Equatable, CustomStringConvertible {
+        public let parameter: String
+        public let reason: String
+        public var description: String { "'\(parameter)': \(reason)" }
+    }
+
+    public static let parameters: [Parameter] = [
+        Parameter(name: "bind", kind: .list, mutable: false, defaultValue: "127.0.0.1 -::1"),
+        Parameter(name: "port", kind: .integer(min: 0, max: 65535), mutable: false, defaultValue: "6379"),
+        Parameter(name: "protected-mode", kind: .yesNo, mutable: true, defaultValue: "yes"),
+        Parameter(name: "requirepass", kind: .string, mutable: true, defaultValue: ""),
+        Parameter(name: "maxclients", kind: .integer(min: 1, max: Int64(Int32.max)), mutable: true, defaultValue: "10000"),
+        Parameter(name: "timeout", kind: .integer(min: 0, max: Int64(Int32.max)), mutable: true, defaultValue: "0"),
+        Parameter(name: "proto-max-bulk-len", kind: .memory, mutable: true, defaultValue: "536870912"),
+        Parameter(name: "client-query-buffer-limit", kind: .memory, mutable: true, defaultValue: "1073741824"),
+        Parameter(name: "loglevel", kind: .oneOf(["debug", "verbose", "notice", "warning", "nothing"]), mutable: true, defaultValue: "notice"),
+        Parameter(name: "logfile", kind: .string, mutable: false, defaultValue: ""),
+        Parameter(name: "threads", kind: .integer(min: 1, max: 256), mutable: false, defaultValue: "0"),
+        Parameter(name: "tcp-backlog", kind: .integer(min: 0, max: Int64(Int32.max)), mutable: false, defaultValue: "511"),
+        Parameter(name: "tcp-keepalive", kind: .integer(min: 0, max: Int64(Int32.max)), mutable: true, defaultValue: "300"),
+        Parameter(name: "hz", kind: .integer(min: 1, max: 500), mutable: true, defaultValue: "10"),
+        // Accepted so tools that ask for them (redis-benchmark asks for save and appendonly) get answers.
+        Parameter(name: "databases", kind: .integer(min: 1, max: 1), mutable: false, defaultValue: "1"),
+        Parameter(name: "save", kind: .string, mutable: true, defaultValue: ""),
+        Parameter(name: "appendonly", kind: .yesNo, mutable: false, defaultValue: "no"),
+        Parameter(name: "maxmemory", kind: .memory, mutable: true, defaultValue: "0"),
+        Parameter(name: "maxmemory-policy", kind: .oneOf(["noeviction"]), mutable: true, defaultValue: "noeviction"),
+        Parameter(name: "daemonize", kind: .yesNo, mutable: false, defaultValue: "no"),
+    ]
+
+    private let values: Mutex<[String: String]>
+    // The few values read on hot paths, mirrored lock-free.
+    public let maxBulkLength = Atomic<Int>(536_870_912)
+    public let queryBufferLimit = Atomic<Int>(1_073_741_824)
+    public let maxClients = Atomic<Int>(10000)
+    public let timeoutSeconds = Atomic<Int>(0)
+    public let protectedMode = Atomic<Bool>(true)
+    public let passwordRequired = Atomic<Bool>(false)
+
+    public init() {
+        var defaults: [String: String] = [:]
+        for p in Self.parameters { defaults[p.name] = p.defaultValue }
+        values = Mutex(defaults)
+    }
+
+    public static func parameter(named name: String) -> Parameter? {
+        let lower = name.lowercased()
+        return parameters.first { $0.name == lower }
+    }
+
+    /// Parses `value` for `name` and returns the canonical form stored and reported by `CONFIG GET`.
+    public static func normalize(_ name: String, _ value: String) throws(ConfigError) -> String {
+        guard let p = parameter(named: name) else { throw ConfigError(parameter: name, reason: "unknown option") }
+        switch p.kind {
+        case .integer(let min, let max):
+            guard let n = Int64(value) else { throw ConfigError(parameter: p.name, reason: "argument couldn't be parsed into an integer") }
+            guard n >= min && n <= max else {
+                throw ConfigError(parameter: p.name, reason: "argument must be between \(min) and \(max) inclusive")
+            }
+            return String(n)
+        case .memory:
+            guard let n = parseMemory(value) else { throw ConfigError(parameter: p.name, reason: "argument must be a memory value") }
+            return String(n)
+        case .yesNo:
+            switch value.lowercased() {
+            case "yes": return "yes"
+            case "no": return "no"
+            default: throw ConfigError(parameter: p.name, reason: "argument must be 'yes' or 'no'")
+            }
+        case .oneOf(let options):
+            guard options.contains(value.lowercased()) else {
+                throw ConfigError(parameter: p.name, reason: "argument(s) must be one of the following: \(options.joined(separator: ", "))")
+            }
+            return value.lowercased()
+        case .string, .list:
+            return value
+        }
+    }
+
+    /// A size with redis's units: `100`, `1k` (1000), `1kb` (1024), `5m`, `5mb`, `1g`, `1gb`.
+    public static func parseMemory(_ text: String) -> Int64? {
+        let lower = text.lowercased()
+        let units: [(String, Int64)] = [
+            ("kb", 1024), ("mb", 1024 * 1024), ("gb", 1024 * 1024 * 1024),
+            ("k", 1000), ("m", 1_000_000), ("g", 1_000_000_000), ("b", 1),
+        ]
+        for (suffix, multiplier) in units where lower.hasSuffix(suffix) {
+            guard let n = Int64(lower.dropLast(suffix.count)), n >= 0 else { return nil }
+            let (product, overflow) = n.multipliedReportingOverflow(by: multiplier)
+            return overflow ? nil : product
+        }
+        guard let n = Int64(lower), n >= 0 else { return nil }
+        return n
+    }
+
+    /// Sets a parameter (at start-up any parameter; at run time only mutable ones).
+    public func set(_ name: String, _ value: String, startup: Bool = false) throws(ConfigError) {
+        guard let p = Self.parameter(named: name) else { throw ConfigError(parameter: name, reason: "unknown option") }
+        if !startup && !p.mutable { throw ConfigError(parameter: p.name, reason: "can't set immutable config") }
+        let canonical = try Self.normalize(p.name, value)
+        values.withLock { $0[p.name] = canonical }
+        mirror(p.name, canonical)
+    }
+
+    private func mirror(_ name: String, _ value: String) {
+        switch name {
+        case "proto-max-bulk-len": maxBulkLength.store(Int(value) ?? 0, ordering: .relaxed)
+        case "client-query-buffer-limit": queryBufferLimit.store(Int(value) ?? 0, ordering: .relaxed)
+        case "maxclients": maxClients.store(Int(value) ?? 0, ordering: .relaxed)
+        case "timeout": timeoutSeconds.store(Int(value) ?? 0, ordering: .relaxed)
+        case "protected-mode": protectedMode.store(value == "yes", ordering: .relaxed)
+        case "requirepass": passwordRequired.store(!value.isEmpty, ordering: .relaxed)
+        default: break
+        }
+    }
+
+    public func get(_ name: String) -> String? {
+        values.withLock { $0[name.lowercased()] }
+    }
+
+    /// All parameters, in table order, with their current values.
+    public func all() -> [(String, String)] {
+        values.withLock { v in Self.parameters.map { ($0.name, v[$0.name] ?? "") } }
+    }
+
+    public var requirePass: String { self.get("requirepass") ?? "" }
+    public func integer(_ name: String) -> Int { Int(self.get(name) ?? "") ?? 0 }
+}

@@ -1,0 +1,132 @@
+import Keyspace
+import NIOCore
+import RESP
+import Synchronization
+
+/// What the engine needs from the server around it: the connection registry and the process.
+/// Implemented by `StrongboxServer`; absent in engine-only tests.
+public protocol EngineHost: AnyObject, Sendable {
+    /// A snapshot of every connected client's session, in id order.
+    func clientSessions() -> [Session]
+    /// Closes the clients that `filter` selects. - Returns: how many.
+    func killClients(_ filter: ClientKillFilter, requester: UInt64) -> Int
+    /// Begins a graceful shutdown of the server.
+    func requestShutdown()
+    /// `INFO server` and `INFO clients` facts the engine does not own.
+    func serverInfo() -> ServerInfo
+}
+
+/// Which clients `CLIENT KILL` closes.
+public struct ClientKillFilter: Sendable {
+    public var id: UInt64?
+    public var address: String?
+    public var localAddress: String?
+    public var skipMe = true
+    public init() {}
+}
+
+/// Facts of the running server that `INFO` reports.
+public struct ServerInfo: Sendable {
+    public var tcpPort = 0
+    public var processID = 0
+    public var uptimeSeconds: Int64 = 0
+    public var connectedClients = 0
+    public var maxClients = 0
+    public var totalConnections = 0
+    public var rejectedConnections = 0
+    public var threads = 1
+    public var executable = ""
+    public var configFile = ""
+    public init() {}
+}
+
+/// Counters the engine keeps for `INFO stats`.
+public final class EngineStats: Sendable {
+    public let commandsProcessed = Atomic<Int>(0)
+    public let protocolErrors = Atomic<Int>(0)
+    public init() {}
+}
+
+/// Runs commands against a keyspace: the command table, argument checks, and every command.
+///
+/// `execute` is synchronous and runs on the connection's event loop; the keyspace locks it takes
+/// are held only for the in-memory work.
+public final class Engine: Sendable {
+    public static let redisVersion = "7.0.15"
+    public static let strongboxVersion = "0.1.0"
+
+    public let keyspace: Keyspace
+    public let config: ConfigStore
+    public let stats = EngineStats()
+    public let table: CommandTable
+    private let hostBox = Mutex<(any EngineHost)?>(nil)
+    public let startedAt: Int64
+
+    public init(keyspace: Keyspace = Keyspace(), config: ConfigStore = ConfigStore()) {
+        self.keyspace = keyspace
+        self.config = config
+        self.table = CommandTable(Commands.all)
+        self.startedAt = keyspace.clock.now()
+    }
+
+    /// Connects the engine to the server that hosts it (for `CLIENT`, `INFO`, `SHUTDOWN`).
+    public func attach(host: any EngineHost) {
+        hostBox.withLock { $0 = host }
+    }
+
+    public var host: (any EngineHost)? { hostBox.withLock { $0 } }
+
+    /// Runs the command in `invocation.args` and appends its reply to `invocation.out`.
+    ///
+    /// The unknown-command, arity and auth checks happen here, once, before any command code.
+    public func execute(_ invocation: inout Invocation) {
+        guard let name = invocation.args.first else { return }
+        guard var spec = table.lookup(name) else {
+            invocation.out.writeRESPError(Self.unknownCommandMessage(invocation.args))
+            return
+        }
+        if !spec.subcommands.isEmpty, invocation.args.count >= 2 {
+            guard let sub = spec.subcommands.first(where: { $0.shortName.utf8.elementsEqual(invocation.args[1].readableBytesView.lazy.map(Self.lower)) }) else {
+                let container = String(decoding: name.readableBytesView, as: UTF8.self).uppercased()
+                let arg = String(decoding: invocation.args[1].readableBytesView.prefix(128), as: UTF8.self)
+                invocation.out.writeRESPError("ERR unknown subcommand '\(arg)'. Try \(container) HELP.")
+                return
+            }
+            spec = sub
+        }
+        guard spec.acceptsArgumentCount(invocation.args.count) else {
+            invocation.out.writeRESPError(CommandError.arity(spec.name).message)
+            return
+        }
+        if !invocation.session.authenticated && !spec.allowedWithoutAuth {
+            invocation.out.writeRESPError(CommandError.noAuth.message)
+            return
+        }
+        invocation.session.lastCommand = spec.name
+        invocation.session.commandsSinceFlush &+= 1
+        invocation.now = keyspace.clock.now()
+        guard let handler = spec.handler else { return }
+        do {
+            try handler(self, &invocation)
+        } catch {
+            invocation.out.writeRESPError(error.message)
+        }
+    }
+
+    @inline(__always)
+    static func lower(_ c: UInt8) -> UInt8 { (c >= 65 && c <= 90) ? c | 0x20 : c }
+
+    /// `ERR unknown command 'x', with args beginning with: 'a' 'b' ` exactly as Redis 7 builds it.
+    static func unknownCommandMessage(_ args: [ByteBuffer]) -> String {
+        var list = ""
+        var i = 1
+        while i < args.count && list.utf8.count < 128 {
+            let room = 128 - list.utf8.count
+            let arg = String(decoding: args[i].readableBytesView.prefix(room), as: UTF8.self)
+            list += "'\(arg)' "
+            i += 1
+        }
+        let name = String(decoding: args[0].readableBytesView.prefix(128), as: UTF8.self)
+        return "ERR unknown command '\(name)', with args beginning with: \(list)"
+    }
+}

@@ -1,0 +1,56 @@
+import NIOCore
+import RESP
+
+/// What the server knows of one client connection that commands can read and change.
+public struct Session: Sendable {
+    public var id: UInt64
+    public var protocolVersion: RESPVersion = .v2
+    public var authenticated: Bool
+    public var name: String = ""
+    public var libraryName: String = ""
+    public var libraryVersion: String = ""
+    public var noEvict = false
+    /// Set by `QUIT` (and `CLIENT KILL` of oneself): close once the replies so far are written.
+    public var closeAfterReply = false
+    /// Index in the command table of the last command run (for `CLIENT LIST`'s `cmd=`).
+    public var lastCommand: String = "NULL"
+    /// Commands run since the server last collected the count (for `total_commands_processed`).
+    public var commandsSinceFlush: Int = 0
+    public let address: String
+    public let localAddress: String
+    public let createdAt: Int64
+
+    public init(id: UInt64, authenticated: Bool, address: String = "", localAddress: String = "", createdAt: Int64 = 0) {
+        self.id = id
+        self.authenticated = authenticated
+        self.address = address
+        self.localAddress = localAddress
+        self.createdAt = createdAt
+    }
+}
+
+/// One command being run: its arguments, the connection's session and the reply buffer.
+///
+/// The connection keeps one `Invocation` for its whole life and reuses it for every command,
+/// so running a command allocates nothing here.
+public struct Invocation {
+    /// `args[0]` is the command name as the client spelled it.
+    public var args: [ByteBuffer]
+    public var session: Session
+    /// Replies are appended here; the connection writes and flushes it once per read batch.
+    public var out: ByteBuffer
+    /// The one frozen "now" of the command, on the keyspace clock.
+    public var now: Int64 = 0
+
+    public init(session: Session, out: ByteBuffer) {
+        self.args = []
+        self.session = session
+        self.out = out
+    }
+
+    @inline(__always)
+    public var version: RESPVersion { session.protocolVersion }
+
+    @inline(__always)
+    public var argc: Int { args.count }
+}

@@ -1,0 +1,384 @@
+import NIOCore
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// One stored key's value and metadata.
+public struct Entry: Sendable {
+    /// The string value, in storage of its own (never a view into a network buffer).
+    public var value: ByteBuffer
+    /// Expiry deadline on the keyspace clock, or 0 when the key does not expire.
+    public var deadline: Int64
+    /// Position of the key in its shard's `expiring` list, or -1.
+    fileprivate var expiryIndex: Int32
+
+    public var hasDeadline: Bool { deadline != 0 }
+}
+
+/// Bytes an entry costs beyond its key and value bytes: dictionary slot, the two buffer
+/// headers and their storage objects. Used by memory accounting.
+public let entryOverheadBytes = 112
+
+/// The keys and entries of one shard. Only ever touched with the shard's lock held.
+public struct ShardState {
+    public fileprivate(set) var table: [ByteBuffer: Entry] = [:]
+    /// Keys that carry a deadline, for the active expiry sweep to sample at random.
+    fileprivate var expiring: [ByteBuffer] = []
+    /// Bytes the shard's keys and values hold (see `entryOverheadBytes`).
+    public fileprivate(set) var usedBytes: Int = 0
+    public var hits: Int = 0
+    public var misses: Int = 0
+    public fileprivate(set) var expiredKeys: Int = 0
+
+    public var count: Int { table.count }
+    public var expiringCount: Int { expiring.count }
+
+    @inline(__always)
+    static func cost(_ key: ByteBuffer, _ value: ByteBuffer) -> Int {
+        key.readableBytes + value.readableBytes + entryOverheadBytes
+    }
+
+    /// The live entry for `key`, removing it first if its deadline has passed (lazy expiry).
+    @inlinable
+    public mutating func entry(_ key: ByteBuffer, now: Int64) -> Entry? {
+        guard let entry = table[key] else { return nil }
+        if entry.deadline != 0 && now > entry.deadline {
+            expire(key)
+            return nil
+        }
+        return entry
+    }
+
+    /// Whether `key` exists and is live, counting a hit or a miss.
+    @inlinable
+    public mutating func lookupForRead(_ key: ByteBuffer, now: Int64) -> Entry? {
+        if let e = entry(key, now: now) {
+            hits &+= 1
+            return e
+        }
+        misses &+= 1
+        return nil
+    }
+
+    @usableFromInline
+    mutating func expire(_ key: ByteBuffer) {
+        _ = remove(key)
+        expiredKeys &+= 1
+    }
+
+    /// Stores `value` under `key`. The deadline is `deadline` (0 for none), or the existing one when `keepTTL`.
+    public mutating func set(_ key: ByteBuffer, value: ByteBuffer, deadline: Int64, keepTTL: Bool = false) {
+        let stored = value.compactCopy()
+        if var existing = table[key] {
+            usedBytes += stored.readableBytes - existing.value.readableBytes
+            existing.value = stored
+            let newDeadline = keepTTL ? existing.deadline : deadline
+            table[key] = existing
+            if newDeadline != existing.deadline { setDeadline(key, newDeadline) }
+            return
+        }
+        let ownKey = key.compactCopy()
+        usedBytes += Self.cost(ownKey, stored)
+        table[ownKey] = Entry(value: stored, deadline: 0, expiryIndex: -1)
+        if deadline != 0 { setDeadline(ownKey, deadline) }
+    }
+
+    /// Replaces the value of an existing live key, keeping its deadline.
+    public mutating func replaceValue(_ key: ByteBuffer, with value: ByteBuffer) {
+        guard var existing = table[key] else { return }
+        usedBytes += value.readableBytes - existing.value.readableBytes
+        existing.value = value
+        table[key] = existing
+    }
+
+    /// Removes `key`. - Returns: the entry it held, or nil.
+    @discardableResult
+    public mutating func remove(_ key: ByteBuffer) -> Entry? {
+        guard let (storedKey, entry) = table.removeValue(forKeyReturningKey: key) else { return nil }
+        if entry.expiryIndex >= 0 { removeFromExpiring(at: Int(entry.expiryIndex)) }
+        usedBytes -= Self.cost(storedKey, entry.value)
+        return entry
+    }
+
+    /// Sets or clears (0) the deadline of an existing key.
+    public mutating func setDeadline(_ key: ByteBuffer, _ deadline: Int64) {
+        guard let index = table.index(forKey: key) else { return }
+        let storedKey = table.keys[index]
+        var entry = table.values[index]
+        if deadline == 0 {
+            if entry.expiryIndex >= 0 {
+                removeFromExpiring(at: Int(entry.expiryIndex))
+                entry = table.values[index]
+                entry.expiryIndex = -1
+            }
+        } else if entry.expiryIndex < 0 {
+            entry.expiryIndex = Int32(expiring.count)
+            expiring.append(storedKey)
+        }
+        entry.deadline = deadline
+        table.values[index] = entry
+    }
+
+    private mutating func removeFromExpiring(at position: Int) {
+        let last = expiring.count - 1
+        if position != last {
+            let moved = expiring[last]
+            expiring[position] = moved
+            table[moved]?.expiryIndex = Int32(position)
+        }
+        expiring.removeLast()
+    }
+
+    /// Removes every key.
+    public mutating func removeAll() {
+        table = [:]
+        expiring = []
+        usedBytes = 0
+    }
+
+    /// Samples up to `samples` keys with a deadline and removes those that have passed.
+    /// - Returns: (sampled, expired).
+    public mutating func sampleExpired(now: Int64, samples: Int) -> (sampled: Int, expired: Int) {
+        var sampled = 0, expired = 0
+        while sampled < samples && !expiring.isEmpty {
+            sampled += 1
+            let key = expiring[Int.random(in: 0..<expiring.count)]
+            if let entry = table[key], now > entry.deadline {
+                expire(key)
+                expired += 1
+            }
+        }
+        return (sampled, expired)
+    }
+
+    /// A random live key, or nil.
+    public mutating func randomKey(now: Int64) -> ByteBuffer? {
+        for _ in 0..<100 {
+            guard let (key, entry) = table.randomElement() else { return nil }
+            if entry.deadline != 0 && now > entry.deadline {
+                expire(key)
+                continue
+            }
+            return key
+        }
+        return nil
+    }
+}
+
+extension Dictionary {
+    /// Removes `key` and returns the stored key with its value (the stored key is the one to account for).
+    fileprivate mutating func removeValue(forKeyReturningKey key: Key) -> (Key, Value)? {
+        guard let index = index(forKey: key) else { return nil }
+        let removed = remove(at: index)
+        return (removed.key, removed.value)
+    }
+}
+
+extension ByteBuffer {
+    /// A copy of the readable bytes in storage of exactly their size, so a stored key or value
+    /// never pins a (much larger) network read buffer.
+    public func compactCopy() -> ByteBuffer {
+        var copy = ByteBufferAllocator().buffer(capacity: readableBytes)
+        copy.writeImmutableBuffer(self)
+        return copy
+    }
+}
+
+/// The data of the server: striped shards, each a dictionary behind its own lock.
+///
+/// A lock is held only for the in-memory work of one command, never across I/O. Multi-key
+/// operations lock the shards they touch in index order (`withShards`), so they are atomic.
+public final class Keyspace: @unchecked Sendable {
+    private struct Slot {
+        var mutex = pthread_mutex_t()
+        var state = ShardState()
+    }
+
+    public let shardCount: Int
+    public let clock: any KeyspaceClock
+    // Shard storage lives in one allocation reached through a pointer: no reference counting
+    // and no dynamic exclusivity checks on the per-command path.
+    private let slots: UnsafeMutablePointer<Slot>
+
+    public init(shardCount: Int = 128, clock: any KeyspaceClock = SystemClock()) {
+        self.shardCount = max(1, shardCount)
+        self.clock = clock
+        slots = .allocate(capacity: self.shardCount)
+        slots.initialize(repeating: Slot(), count: self.shardCount)
+        for i in 0..<self.shardCount {
+            pthread_mutex_init(&slots[i].mutex, nil)
+        }
+    }
+
+    deinit {
+        for i in 0..<shardCount { pthread_mutex_destroy(&slots[i].mutex) }
+        slots.deinitialize(count: shardCount)
+        slots.deallocate()
+    }
+
+    /// The shard that holds `key` (FNV-1a over the key bytes; in-process only).
+    @inline(__always)
+    public func shardIndex(for key: ByteBuffer) -> Int {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        key.withUnsafeReadableBytes { bytes in
+            for b in bytes {
+                hash = (hash ^ UInt64(b)) &* 0x0000_0100_0000_01b3
+            }
+        }
+        return Int(truncatingIfNeeded: (hash ^ (hash >> 32)) % UInt64(shardCount))
+    }
+
+    /// Runs `body` on shard `index` with its lock held.
+    @inline(__always)
+    public func withShard<R, E: Error>(_ index: Int, _ body: (inout ShardState) throws(E) -> R) throws(E) -> R {
+        let slot = slots + index
+        pthread_mutex_lock(&slot.pointee.mutex)
+        defer { pthread_mutex_unlock(&slot.pointee.mutex) }
+        return try body(&slot.pointee.state)
+    }
+
+    /// Runs `body` on the shard of `key` with its lock held.
+    @inline(__always)
+    public func withShard<R, E: Error>(for key: ByteBuffer, _ body: (inout ShardState) throws(E) -> R) throws(E) -> R {
+        try withShard(shardIndex(for: key), body)
+    }
+
+    /// Locks the shards of all `keys` in index order, runs `body` with access to them, then unlocks.
+    /// The `ShardSet` is valid only inside `body`.
+    public func withShards<R, E: Error>(for keys: some Sequence<ByteBuffer>, _ body: (inout ShardSet) throws(E) -> R) throws(E) -> R {
+        var indices = Array(Set(keys.map { shardIndex(for: $0) }))
+        indices.sort()
+        for i in indices { pthread_mutex_lock(&slots[i].mutex) }
+        defer { for i in indices.reversed() { pthread_mutex_unlock(&slots[i].mutex) } }
+        var set = ShardSet(keyspace: self, slots: UnsafeMutableRawPointer(slots))
+        return try body(&set)
+    }
+
+    /// Locks every shard in order (for whole-keyspace atomic work such as `FLUSHALL`).
+    public func withAllShards<R>(_ body: (inout ShardSet) -> R) -> R {
+        withShards(indices: Array(0..<shardCount), body)
+    }
+
+    private func withShards<R>(indices: [Int], _ body: (inout ShardSet) -> R) -> R {
+        for i in indices { pthread_mutex_lock(&slots[i].mutex) }
+        defer { for i in indices.reversed() { pthread_mutex_unlock(&slots[i].mutex) } }
+        var set = ShardSet(keyspace: self, slots: UnsafeMutableRawPointer(slots))
+        return body(&set)
+    }
+
+    /// Access to several locked shards; see `Keyspace.withShards(for:_:)`.
+    public struct ShardSet {
+        let keyspace: Keyspace
+        fileprivate let slots: UnsafeMutableRawPointer
+
+        /// The shard of `key`. Its lock must be among those held.
+        public func withShard<R>(for key: ByteBuffer, _ body: (inout ShardState) -> R) -> R {
+            let slot = slots.assumingMemoryBound(to: Slot.self) + keyspace.shardIndex(for: key)
+            return body(&slot.pointee.state)
+        }
+
+        public func withShard<R>(_ index: Int, _ body: (inout ShardState) -> R) -> R {
+            let slot = slots.assumingMemoryBound(to: Slot.self) + index
+            return body(&slot.pointee.state)
+        }
+    }
+
+    // MARK: Whole-keyspace views
+
+    /// Live keys (expired ones removed on the way).
+    public var count: Int {
+        var total = 0
+        for i in 0..<shardCount { total += withShard(i) { $0.count } }
+        return total
+    }
+
+    public struct Totals: Sendable {
+        public var keys = 0, expires = 0, usedBytes = 0, hits = 0, misses = 0, expiredKeys = 0
+    }
+
+    /// Counters summed over all shards, for `INFO` and `DBSIZE`.
+    public func totals() -> Totals {
+        var t = Totals()
+        for i in 0..<shardCount {
+            withShard(i) { s in
+                t.keys += s.count
+                t.expires += s.expiringCount
+                t.usedBytes += s.usedBytes
+                t.hits += s.hits
+                t.misses += s.misses
+                t.expiredKeys += s.expiredKeys
+            }
+        }
+        return t
+    }
+
+    /// Zeroes the hit, miss and expired counters (`CONFIG RESETSTAT`).
+    public func resetStats() {
+        for i in 0..<shardCount {
+            withShard(i) { s in
+                s.hits = 0
+                s.misses = 0
+                s.expiredKeys = 0
+            }
+        }
+    }
+
+    /// Removes every key atomically. - Returns: how many were removed.
+    @discardableResult
+    public func flush() -> Int {
+        withAllShards { set in
+            var removed = 0
+            for i in 0..<shardCount {
+                set.withShard(i) { s in
+                    removed += s.count
+                    s.removeAll()
+                }
+            }
+            return removed
+        }
+    }
+
+    /// One round of active expiry over all shards in the spirit of Redis's adaptive sampling:
+    /// sample 20 keys with a deadline per shard, and sample that shard again while more than a
+    /// quarter of the sample had expired, up to `maxRoundsPerShard`.
+    /// - Returns: how many keys were removed.
+    @discardableResult
+    public func sweepExpired(samplesPerRound: Int = 20, maxRoundsPerShard: Int = 16) -> Int {
+        var removed = 0
+        for i in 0..<shardCount {
+            var rounds = 0
+            while rounds < maxRoundsPerShard {
+                rounds += 1
+                let now = clock.now()
+                let (sampled, expired) = withShard(i) { $0.sampleExpired(now: now, samples: samplesPerRound) }
+                removed += expired
+                if sampled == 0 || expired * 4 <= sampled { break }
+            }
+        }
+        return removed
+    }
+
+    /// Visits the live keys of shard `index` (for `KEYS` and `SCAN`).
+    public func forEachKey(inShard index: Int, now: Int64, _ body: (ByteBuffer, Entry) -> Void) {
+        withShard(index) { s in
+            for (key, entry) in s.table where entry.deadline == 0 || now <= entry.deadline {
+                body(key, entry)
+            }
+        }
+    }
+
+    /// A random live key, or nil when the keyspace is empty.
+    public func randomKey() -> ByteBuffer? {
+        let now = clock.now()
+        let start = Int.random(in: 0..<shardCount)
+        for offset in 0..<shardCount {
+            let i = (start + offset) % shardCount
+            if let key = withShard(i, { $0.randomKey(now: now) }) { return key }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,162 @@
+import Engine
+import Logging
+import NIOCore
+import RESP
+
+/// One client connection: decodes requests from the bytes it reads, runs each against the engine,
+/// appends each reply to one outbound buffer and writes and flushes that buffer once per read batch.
+///
+/// Replies leave in request order because every command of a batch runs in order on this
+/// connection's event loop. Reading pauses while the socket cannot take more output, so a client
+/// that does not read its replies cannot make the server buffer without bound.
+final class ConnectionHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// Replies larger than this are not kept for reuse: the next batch starts with a fresh buffer.
+    private static let retainedOutputCapacity = 64 * 1024
+
+    private let engine: Engine
+    private let registry: ClientRegistry
+    private let logger: Logger
+    private var decoder: RESPRequestDecoder
+    private var cumulation: ByteBuffer?
+    private var invocation: Invocation
+    private var closing = false
+    private var readPending = false
+    private var registered = false
+
+    init(engine: Engine, registry: ClientRegistry, session: Session, allocator: ByteBufferAllocator, logger: Logger) {
+        self.engine = engine
+        self.registry = registry
+        self.logger = logger
+        var limits = RESPLimits()
+        limits.maxBulkLength = engine.config.maxBulkLength.load(ordering: .relaxed)
+        limits.queryBufferLimit = engine.config.queryBufferLimit.load(ordering: .relaxed)
+        self.decoder = RESPRequestDecoder(limits: limits)
+        self.decoder.unauthenticated = !session.authenticated
+        self.invocation = Invocation(session: session, out: allocator.buffer(capacity: 1024))
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if let refusal = registry.admit(invocation.session, channel: context.channel) {
+            registered = false
+            invocation.out.writeRESPError(refusal)
+            closing = true
+            context.writeAndFlush(wrapOutboundOut(invocation.out)).whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
+            return
+        }
+        registered = true
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        if registered { registry.remove(id: invocation.session.id) }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closing else { return }
+        var incoming = unwrapInboundIn(data)
+        if cumulation == nil || cumulation!.readableBytes == 0 {
+            cumulation = incoming
+        } else {
+            cumulation!.writeBuffer(&incoming)
+        }
+        process(context: context)
+    }
+
+    private func process(context: ChannelHandlerContext) {
+        guard var buffer = cumulation else { return }
+        cumulation = nil
+        do {
+            while !closing, let command = try decoder.next(from: &buffer) {
+                invocation.args = command.arguments
+                engine.execute(&invocation)
+                if invocation.session.closeAfterReply { closing = true }
+            }
+            decoder.unauthenticated = !invocation.session.authenticated
+        } catch {
+            engine.stats.protocolErrors.add(1, ordering: .relaxed)
+            if let message = error.message { invocation.out.writeRESPError(message) }
+            logger.debug("protocol error", metadata: ["sb.connection.id": "\(invocation.session.id)", "sb.error": "\(error)"])
+            closing = true
+        }
+        invocation.args = []
+        if buffer.readableBytes > 0 {
+            // Keep the unparsed tail; reclaim consumed space so a long-lived connection does not grow.
+            if buffer.readerIndex > 16 * 1024 { buffer.discardReadBytes() }
+            cumulation = buffer
+        }
+        if closing { flushAndClose(context: context) }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flushReplies(context: context)
+        let processed = invocation.session.commandsSinceFlush
+        if processed > 0 {
+            engine.stats.commandsProcessed.add(processed, ordering: .relaxed)
+            invocation.session.commandsSinceFlush = 0
+            registry.update(invocation.session)
+        }
+        context.fireChannelReadComplete()
+    }
+
+    private func flushReplies(context: ChannelHandlerContext) {
+        guard invocation.out.readableBytes > 0 else { return }
+        context.writeAndFlush(wrapOutboundOut(invocation.out), promise: nil)
+        if invocation.out.capacity > Self.retainedOutputCapacity {
+            invocation.out = context.channel.allocator.buffer(capacity: 1024)
+        } else {
+            invocation.out.clear()
+        }
+    }
+
+    private func flushAndClose(context: ChannelHandlerContext) {
+        let out = invocation.out
+        invocation.out.clear()
+        cumulation = nil
+        if out.readableBytes > 0 {
+            context.writeAndFlush(wrapOutboundOut(out)).whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
+        } else {
+            context.close(promise: nil)
+        }
+    }
+
+    // MARK: Back-pressure: stop reading while the socket cannot take our replies.
+
+    func read(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            context.read()
+        } else {
+            readPending = true
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable && readPending {
+            readPending = false
+            context.read()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            // `timeout`: an idle client is closed without a reply, as Redis does.
+            context.close(promise: nil)
+            return
+        }
+        if let event = event as? ClientRegistry.KillEvent {
+            _ = event
+            flushReplies(context: context)
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        logger.trace("connection error", metadata: ["sb.connection.id": "\(invocation.session.id)", "sb.error": "\(error)"])
+        context.close(promise: nil)
+    }
+}

@@ -1,0 +1,264 @@
+import ArgumentParser
+import Engine
+import Logging
+import RESP
+import ServiceLifecycle
+import StrongboxServer
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// `strongbox [config-file] [--option value ...]`, with redis-server's option names.
+struct StrongboxCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "strongbox",
+        abstract: "A Redis-protocol lock and cache server.",
+        discussion: """
+            Options use redis-server's names and forms, and the optional config file uses redis.conf \
+            syntax for the same names (command-line options win). Sizes accept redis's units: \
+            1k = 1000, 1kb = 1024, 64mb, 1gb.
+
+            Examples:
+              strongbox
+              strongbox /etc/strongbox.conf --port 7000
+              strongbox --bind 127.0.0.1 -::1 --requirepass s3cret --maxclients 1000
+            """,
+        version: Engine.strongboxVersion
+    )
+
+    @Argument(help: "A config file in redis.conf syntax.")
+    var configFile: String?
+
+    @Option(parsing: .unconditional, help: "TCP port to listen on (0 picks a free one).")
+    var port: String?
+
+    @Option(parsing: .unconditionalSingleValue, help: ArgumentHelp("Addresses to listen on; a leading '-' makes one optional (default: 127.0.0.1 -::1).", valueName: "address"))
+    var bind: [String] = []
+
+    @Option(name: .customLong("protected-mode"), parsing: .unconditional, help: "yes|no: with no password, refuse clients not on loopback (default yes).")
+    var protectedMode: String?
+
+    @Option(parsing: .unconditional, help: "Password clients must AUTH with (default: none).")
+    var requirepass: String?
+
+    @Option(parsing: .unconditional, help: "Most clients connected at once (default 10000).")
+    var maxclients: String?
+
+    @Option(parsing: .unconditional, help: "Close a client idle this many seconds; 0 never (default 0).")
+    var timeout: String?
+
+    @Option(name: .customLong("proto-max-bulk-len"), parsing: .unconditional, help: "Largest bulk string accepted (default 512mb).")
+    var protoMaxBulkLen: String?
+
+    @Option(name: .customLong("client-query-buffer-limit"), parsing: .unconditional, help: "Most unprocessed request bytes per client (default 1gb).")
+    var clientQueryBufferLimit: String?
+
+    @Option(parsing: .unconditional, help: "debug|verbose|notice|warning|nothing (default notice).")
+    var loglevel: String?
+
+    @Option(parsing: .unconditional, help: "Log to this file; empty logs to standard output (default).")
+    var logfile: String?
+
+    @Option(parsing: .unconditional, help: "Event-loop threads (default: one per core).")
+    var threads: String?
+
+    @Option(parsing: .unconditional, help: "Active expiry rounds per second (default 10).")
+    var hz: String?
+
+    func directives() -> [(String, [String])] {
+        var list: [(String, [String])] = []
+        func add(_ name: String, _ value: String?) { if let value { list.append((name, [value])) } }
+        add("port", port)
+        if !bind.isEmpty { list.append(("bind", bind)) }
+        add("protected-mode", protectedMode)
+        add("requirepass", requirepass)
+        add("maxclients", maxclients)
+        add("timeout", timeout)
+        add("proto-max-bulk-len", protoMaxBulkLen)
+        add("client-query-buffer-limit", clientQueryBufferLimit)
+        add("loglevel", loglevel)
+        add("logfile", logfile)
+        add("threads", threads)
+        add("hz", hz)
+        return list
+    }
+
+    func run() async throws {
+        let config = ConfigStore()
+        do {
+            if let configFile {
+                for (line, name, args) in try ConfigFile.read(path: configFile) {
+                    do {
+                        try apply(name, args, to: config)
+                    } catch {
+                        throw StartupError("\(configFile):\(line): \(error)")
+                    }
+                }
+            }
+            for (name, args) in directives() {
+                try apply(name, args, to: config)
+            }
+        }
+        let logger = makeLogger(config)
+        let engine = Engine(config: config)
+        let server = StrongboxServer(engine: engine, threads: config.integer("threads"), configFile: configFile ?? "", logger: logger)
+        do {
+            try await server.start()
+        } catch {
+            throw StartupError("could not listen on \(config.get("bind") ?? "") port \(config.get("port") ?? ""): \(error)")
+        }
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: server, successTerminationBehavior: .gracefullyShutdownGroup)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        try await group.run()
+    }
+
+    private func apply(_ name: String, _ args: [String], to config: ConfigStore) throws {
+        guard ConfigStore.parameter(named: name) != nil else {
+            throw StartupError("Bad directive or wrong number of arguments: '\(name)'")
+        }
+        let value = name.lowercased() == "bind" || name.lowercased() == "save" ? args.joined(separator: " ") : (args.count == 1 ? args[0] : "")
+        guard name.lowercased() == "bind" || name.lowercased() == "save" || args.count == 1 else {
+            throw StartupError("wrong number of arguments for '\(name)'")
+        }
+        do {
+            try config.set(name, value, startup: true)
+        } catch {
+            throw StartupError("invalid value '\(value)' for '\(error.parameter)': \(error.reason)")
+        }
+    }
+
+    private func makeLogger(_ config: ConfigStore) -> Logger {
+        let level: Logger.Level
+        switch config.get("loglevel") ?? "notice" {
+        case "debug": level = .debug
+        case "verbose": level = .info
+        case "warning": level = .warning
+        case "nothing": level = .critical
+        default: level = .notice
+        }
+        let path = config.get("logfile") ?? ""
+        var logger = Logger(label: "strongbox") { label in
+            if !path.isEmpty, let handler = FileLogHandler(path: path) { return handler }
+            return StreamLogHandler.standardOutput(label: label)
+        }
+        logger.logLevel = level
+        return logger
+    }
+}
+
+struct StartupError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// redis.conf syntax: one directive a line, `#` comments, arguments split with redis's quoting rules.
+enum ConfigFile {
+    static func read(path: String) throws -> [(Int, String, [String])] {
+        guard let file = fopen(path, "r") else { throw StartupError("can't open config file '\(path)'") }
+        defer { fclose(file) }
+        var result: [(Int, String, [String])] = []
+        var lineNumber = 0
+        var buffer = [CChar](repeating: 0, count: 64 * 1024)
+        while fgets(&buffer, Int32(buffer.count), file) != nil {
+            lineNumber += 1
+            let bytes = buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+            let trimmed = bytes.drop { $0 == 32 || $0 == 9 }
+            if trimmed.isEmpty || trimmed.first == UInt8(ascii: "#") { continue }
+            let args: [String]
+            do {
+                args = try InlineSplitter.split(Array(trimmed)).map { String(decoding: $0.readableBytesView, as: UTF8.self) }
+            } catch {
+                throw StartupError("\(path):\(lineNumber): unbalanced quotes in configuration line")
+            }
+            guard let name = args.first else { continue }
+            result.append((lineNumber, name, Array(args.dropFirst())))
+        }
+        return result
+    }
+}
+
+/// Appends log lines to a file (`logfile`).
+struct FileLogHandler: LogHandler {
+    private final class Sink: @unchecked Sendable {
+        let file: UnsafeMutablePointer<FILE>
+        init(file: UnsafeMutablePointer<FILE>) { self.file = file }
+    }
+    private let sink: Sink
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .info
+
+    init?(path: String) {
+        guard let f = fopen(path, "a") else { return nil }
+        sink = Sink(file: f)
+    }
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        var all = metadata
+        if let extra = event.metadata { all.merge(extra) { $1 } }
+        let meta = all.isEmpty ? "" : " " + all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        let line = "\(getpid()):M \(ts.tv_sec).\(ts.tv_nsec / 1_000_000) \(event.level) \(event.message)\(meta)\n"
+        fputs(line, sink.file)
+        fflush(sink.file)
+    }
+}
+
+/// redis-server accepts `--bind a b c`: spread such lists into repeated options for the parser.
+func normalizeArguments(_ args: [String]) -> [String] {
+    var result: [String] = []
+    var i = 0
+    while i < args.count {
+        let a = args[i]
+        if a == "--bind" {
+            i += 1
+            var values: [String] = []
+            while i < args.count && !args[i].hasPrefix("--") {
+                values.append(args[i])
+                i += 1
+            }
+            if values.isEmpty { result.append("--bind") }
+            for v in values { result += ["--bind", v] }
+            continue
+        }
+        result.append(a)
+        i += 1
+    }
+    return result
+}
+
+let arguments = normalizeArguments(Array(CommandLine.arguments.dropFirst()))
+do {
+    let parsed = try StrongboxCommand.parseAsRoot(arguments)
+    guard let command = parsed as? StrongboxCommand else {
+        var other = parsed
+        try other.run()
+        exit(0)
+    }
+    try await command.run()
+    exit(0)
+} catch {
+    let code = StrongboxCommand.exitCode(for: error)
+    if code == .success {
+        print(StrongboxCommand.fullMessage(for: error))
+        exit(0)
+    }
+    let message = error is StartupError ? "\(error)" : StrongboxCommand.fullMessage(for: error)
+    let line = Array("strongbox: \(message)\n".utf8)
+    _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+    exit(1)
+}
