@@ -56,8 +56,13 @@ let package = Package(
         ),
         .systemLibrary(
             name: "CHiredis",
-            pkgConfig: "hiredis",
             providers: [.apt(["libhiredis-dev"])]
+        ),
+        .target(
+            name: "TestSupport",
+            dependencies: ["StrongboxServer", "Engine", "RESP", "Keyspace", .product(name: "NIOCore", package: "swift-nio")],
+            path: "Tests/TestSupport",
+            swiftSettings: strict
         ),
         .testTarget(
             name: "RESPTests",
@@ -72,7 +77,7 @@ let package = Package(
         .testTarget(
             name: "StrongboxServerTests",
             dependencies: [
-                "StrongboxServer", "Engine", "RESP",
+                "StrongboxServer", "Engine", "RESP", "Keyspace", "TestSupport",
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             resources: [.copy("Corpus")],
@@ -80,7 +85,7 @@ let package = Package(
         ),
         .testTarget(
             name: "HiredisTests",
-            dependencies: ["CHiredis", "StrongboxServer"],
+            dependencies: ["CHiredis", "StrongboxServer", "TestSupport"],
             swiftSettings: strict
         ),
     ]

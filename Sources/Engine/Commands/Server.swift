@@ -265,7 +265,7 @@ enum ServerCommands {
         if inv.argc == 2 { return try command(engine, &inv) }
         inv.out.writeRESPArrayHeader(inv.argc - 2)
         for j in 2..<inv.argc {
-            if let spec = engine.table.lookup(inv.args[j]) { writeInfo(spec, &inv) } else { inv.out.writeRESPNullArray(version: inv.version) }
+            if let spec = engine.table.lookup(inv.args[j]) { writeInfo(spec, &inv) } else { inv.out.writeRESPNull(version: inv.version) }
         }
     }
 

@@ -127,7 +127,7 @@ enum Commands {
             sub("command", "list", -2, ["loading", "stale"], ["@slow", "@connection"], group: "server", "Returns a list of command names.", ServerCommands.commandList),
             sub("command", "info", -2, ["loading", "stale"], ["@slow", "@connection"], group: "server", "Returns information about one, multiple or all commands.", hint: "[command-name ...]", ServerCommands.commandInfo),
             sub("command", "docs", -2, ["loading", "stale"], ["@slow", "@connection"], group: "server", "Returns documentary information about one, multiple or all commands.", hint: "[command-name ...]", ServerCommands.commandDocs),
-            sub("command", "getkeys", -3, ["loading", "stale"], ["@slow", "@connection"], group: "server", "Extracts the key names from an arbitrary command.", hint: "command [arg ...]", ServerCommands.commandGetKeys),
+            sub("command", "getkeys", -4, ["loading", "stale"], ["@slow", "@connection"], group: "server", "Extracts the key names from an arbitrary command.", hint: "command [arg ...]", ServerCommands.commandGetKeys),
             sub("command", "help", 2, ["loading", "stale"], ["@slow", "@connection"], group: "server", "Returns helpful text about the different subcommands.", ServerCommands.commandHelp),
         ], handler: ServerCommands.command),
     ]

@@ -1,0 +1,107 @@
+import Foundation
+import NIOCore
+import RESP
+
+/// A blocking TCP client for tests: writes raw bytes, reads whole replies with a timeout.
+public final class RawClient {
+    private let fd: Int32
+    private var pending = ByteBuffer()
+    private let decoder = RESPValueDecoder()
+    public private(set) var closedByPeer = false
+
+    public init(port: Int, host: String = "127.0.0.1", timeoutSeconds: Int = 10) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw TestError("socket failed") }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = UInt16(port).bigEndian
+        addr.sin_addr.s_addr = inet_addr(host)
+        let rc = withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard rc == 0 else {
+            Glibc.close(fd)
+            throw TestError("connect to \(port) failed")
+        }
+        var tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var one: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    deinit { Glibc.close(fd) }
+
+    public func close() { shutdown(fd, Int32(SHUT_RDWR)) }
+
+    public func send(_ bytes: [UInt8]) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard n > 0 else { throw TestError("send failed") }
+            offset += n
+        }
+    }
+
+    public func send(_ text: String) throws { try send(Array(text.utf8)) }
+
+    /// Sends one command as a RESP multibulk.
+    public func send(command args: [String]) throws {
+        try send(Self.encode(args.map { Array($0.utf8) }))
+    }
+
+    public static func encode(_ args: [[UInt8]]) -> [UInt8] {
+        var out = Array("*\(args.count)\r\n".utf8)
+        for a in args {
+            out += Array("$\(a.count)\r\n".utf8)
+            out += a
+            out += [13, 10]
+        }
+        return out
+    }
+
+    private func fill() throws {
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        if n == 0 {
+            closedByPeer = true
+            throw TestError("connection closed by server")
+        }
+        if n < 0 { throw TestError("read timed out") }
+        pending.writeBytes(chunk[0..<n])
+    }
+
+    /// The next reply and its exact bytes.
+    public func readReplyBytes() throws -> (RESPValue, [UInt8]) {
+        while true {
+            if let (value, bytes) = try decoder.nextWithBytes(from: &pending) {
+                return (value, Array(bytes.readableBytesView))
+            }
+            try fill()
+        }
+    }
+
+    public func readReply() throws -> RESPValue { try readReplyBytes().0 }
+
+    /// Sends a command and returns its reply.
+    @discardableResult
+    public func call(_ args: String...) throws -> RESPValue {
+        try send(command: args)
+        return try readReply()
+    }
+
+    /// Sends a command and returns its reply's exact bytes as text.
+    public func callRaw(_ args: String...) throws -> String {
+        try send(command: args)
+        return String(decoding: try readReplyBytes().1, as: UTF8.self)
+    }
+
+    /// Reads until the server closes the connection. - Returns: every byte received before that.
+    public func readUntilClosed() throws -> [UInt8] {
+        while true {
+            do { try fill() } catch {
+                if closedByPeer { return Array(pending.readableBytesView) }
+                throw error
+            }
+        }
+    }
+}

@@ -1,0 +1,144 @@
+import Engine
+import Foundation
+import Keyspace
+import NIOCore
+import RESP
+import StrongboxServer
+
+/// A Strongbox server running in this process on an ephemeral loopback port.
+public final class InProcessServer: Sendable {
+    public let server: StrongboxServer
+    public let engine: Engine
+    private let task: Task<Void, any Error>
+    public var port: Int { server.port }
+
+    /// - Parameter settings: config parameters to set before start (redis.conf names).
+    public init(_ settings: [String: String] = [:], threads: Int = 1, clock: any KeyspaceClock = SystemClock()) async throws {
+        let config = ConfigStore()
+        try config.set("port", "0", startup: true)
+        try config.set("bind", "127.0.0.1", startup: true)
+        for (k, v) in settings { try config.set(k, v, startup: true) }
+        engine = Engine(keyspace: Keyspace(clock: clock), config: config)
+        server = StrongboxServer(engine: engine, threads: threads)
+        try await server.start()
+        task = Task { [server] in try await server.run() }
+    }
+
+    public func stop() async {
+        server.requestShutdown()
+        _ = try? await task.value
+    }
+}
+
+/// A real `redis-server` (the Debian package) started on a free loopback port and stopped by PID.
+public final class RedisServerProcess: @unchecked Sendable {
+    public let port: Int
+    private let process: Process
+
+    public static var isAvailable: Bool { FileManager.default.isExecutableFile(atPath: "/usr/bin/redis-server") }
+
+    public init(extraArguments: [String] = []) throws {
+        port = try freePort()
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
+        process.arguments = ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--daemonize", "no", "--protected-mode", "no", "--loglevel", "warning"] + extraArguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        try waitForPort(port)
+    }
+
+    public var pid: Int32 { process.processIdentifier }
+
+    public func stop() {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+
+    deinit { stop() }
+}
+
+/// A port nobody listens on right now (bind to port 0, read it, close).
+public func freePort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = 0
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let ok = withUnsafeMutablePointer(to: &addr) { p in
+        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sp -> Bool in
+            bind(fd, sp, len) == 0 && getsockname(fd, sp, &len) == 0
+        }
+    }
+    guard ok else { throw TestError("could not find a free port") }
+    return Int(UInt16(bigEndian: addr.sin_port))
+}
+
+/// Waits up to 10 s for something to accept on 127.0.0.1:`port`.
+public func waitForPort(_ port: Int) throws {
+    for _ in 0..<200 {
+        if let c = try? RawClient(port: port) {
+            c.close()
+            return
+        }
+        usleep(50_000)
+    }
+    throw TestError("nothing listening on port \(port)")
+}
+
+public struct TestError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Runs a program to completion. - Returns: exit status, standard output and standard error.
+@discardableResult
+public func runProgram(_ path: String, _ arguments: [String], input: Data? = nil, timeout: TimeInterval = 120) throws -> (status: Int32, stdout: String, stderr: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: path)
+    process.arguments = arguments
+    let out = Pipe(), err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    let inPipe = Pipe()
+    process.standardInput = inPipe
+    try process.run()
+    let writer = Thread {
+        if let input { inPipe.fileHandleForWriting.write(input) }
+        try? inPipe.fileHandleForWriting.close()
+    }
+    writer.start()
+    // Read both pipes concurrently so a chatty program never blocks on a full pipe.
+    nonisolated(unsafe) var errData = Data()
+    let errReader = Thread { errData = err.fileHandleForReading.readDataToEndOfFile() }
+    errReader.start()
+    let outData = out.fileHandleForReading.readDataToEndOfFile()
+    let deadline = Date().addingTimeInterval(timeout)
+    while process.isRunning && Date() < deadline { usleep(10_000) }
+    if process.isRunning {
+        process.terminate()
+        throw TestError("\(path) timed out")
+    }
+    while errReader.isExecuting { usleep(1000) }
+    return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+}
+
+/// The built `strongbox` executable beside the test bundle.
+public func strongboxExecutable() throws -> String {
+    var candidates: [URL] = []
+    if let bundle = Bundle.allBundles.first(where: { $0.bundlePath.hasSuffix(".xctest") }) {
+        candidates.append(URL(fileURLWithPath: bundle.bundlePath).deletingLastPathComponent().appendingPathComponent("strongbox"))
+    }
+    let arg0 = URL(fileURLWithPath: CommandLine.arguments[0])
+    candidates.append(arg0.deletingLastPathComponent().appendingPathComponent("strongbox"))
+    var dir = URL(fileURLWithPath: #filePath)
+    for _ in 0..<3 { dir.deleteLastPathComponent() }
+    candidates.append(dir.appendingPathComponent(".build/debug/strongbox"))
+    for c in candidates where FileManager.default.isExecutableFile(atPath: c.path) { return c.path }
+    throw TestError("strongbox executable not found (build it with `swift build`)")
+}
