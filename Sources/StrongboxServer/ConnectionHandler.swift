@@ -16,6 +16,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     /// Replies larger than this are not kept for reuse: the next batch starts with a fresh buffer.
     private static let retainedOutputCapacity = 64 * 1024
+    /// Pending reply bytes at which a batch is written out early, and paused if the socket is full.
+    private static let outputFlushThreshold = 256 * 1024
 
     private let engine: Engine
     private let registry: ClientRegistry
@@ -25,6 +27,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var invocation: Invocation
     private var closing = false
     private var readPending = false
+    /// Command processing waits for the socket to drain (a client not reading big replies).
+    private var processingPaused = false
     private var registered = false
 
     init(engine: Engine, registry: ClientRegistry, session: Session, allocator: ByteBufferAllocator, logger: Logger) {
@@ -62,7 +66,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         } else {
             cumulation!.writeBuffer(&incoming)
         }
-        process(context: context)
+        if !processingPaused { process(context: context) }
     }
 
     private func process(context: ChannelHandlerContext) {
@@ -73,6 +77,15 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 invocation.args = command.arguments
                 engine.execute(&invocation)
                 if invocation.session.closeAfterReply { closing = true }
+                // Bound what one batch can buffer: a small pipeline of large GETs must not
+                // build gigabytes of replies. Write early, and wait while the socket is full.
+                if invocation.out.readableBytes >= Self.outputFlushThreshold {
+                    flushReplies(context: context)
+                    if !context.channel.isWritable {
+                        processingPaused = true
+                        break
+                    }
+                }
             }
             decoder.unauthenticated = !invocation.session.authenticated
         } catch {
@@ -133,7 +146,12 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable && readPending {
+        if context.channel.isWritable && processingPaused {
+            processingPaused = false
+            process(context: context)
+            flushReplies(context: context)
+        }
+        if context.channel.isWritable && readPending && !processingPaused {
             readPending = false
             context.read()
         }

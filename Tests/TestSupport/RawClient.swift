@@ -25,6 +25,7 @@ public final class RawClient {
         }
         var tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         var one: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
     }
@@ -37,7 +38,7 @@ public final class RawClient {
         var offset = 0
         while offset < bytes.count {
             let n = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            guard n > 0 else { throw TestError("send failed") }
+            guard n > 0 else { throw TestError("send failed (errno \(errno))") }
             offset += n
         }
     }
@@ -62,11 +63,11 @@ public final class RawClient {
     private func fill() throws {
         var chunk = [UInt8](repeating: 0, count: 65536)
         let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-        if n == 0 {
+        if n == 0 || (n < 0 && (errno == ECONNRESET || errno == EPIPE)) {
             closedByPeer = true
             throw TestError("connection closed by server")
         }
-        if n < 0 { throw TestError("read timed out") }
+        if n < 0 { throw TestError("read failed or timed out (errno \(errno))") }
         pending.writeBytes(chunk[0..<n])
     }
 
