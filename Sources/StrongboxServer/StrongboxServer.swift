@@ -89,7 +89,7 @@ public final class StrongboxServer: Service, EngineHost, Sendable {
             }
         }
         channels.withLock { $0 = bound }
-        logger.info("ready to accept connections", metadata: ["sb.port": "\(boundPort)", "sb.threads": "\(threads)"])
+        logger.notice("ready to accept connections", metadata: ["sb.port": "\(boundPort)", "sb.threads": "\(threads)"])
     }
 
     private static func initialize(channel: any Channel, engine: Engine, registry: ClientRegistry, logger: Logger) throws {
@@ -156,7 +156,7 @@ public final class StrongboxServer: Service, EngineHost, Sendable {
         let listening = channels.withLock { c in defer { c = [] }; return c }
         for channel in listening { try? await channel.close() }
         for future in registry.closeAll() { try? await future.get() }
-        logger.info("server stopped")
+        logger.notice("server stopped")
         if ownsGroup { try? await group.shutdownGracefully() }
     }
 

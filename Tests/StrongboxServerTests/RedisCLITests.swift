@@ -1,0 +1,66 @@
+import Foundation
+import RESP
+import Testing
+import TestSupport
+
+/// The real `redis-cli` (Debian's redis-tools) against Strongbox.
+@Suite("redis-cli", .serialized)
+struct RedisCLITests {
+    static let cli = "/usr/bin/redis-cli"
+
+    @Test("one-shot commands")
+    func oneShot() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: Self.cli), "redis-cli is not installed")
+        let server = try await InProcessServer()
+        defer { Task { await server.stop() } }
+        let p = ["-p", "\(server.port)"]
+        #expect(try runProgram(Self.cli, p + ["PING"]).stdout == "PONG\n")
+        #expect(try runProgram(Self.cli, p + ["SET", "cli:k", "hello world"]).stdout == "OK\n")
+        #expect(try runProgram(Self.cli, p + ["GET", "cli:k"]).stdout == "hello world\n")
+        #expect(try runProgram(Self.cli, p + ["INCR", "cli:n"]).stdout == "1\n")
+        #expect(try runProgram(Self.cli, p + ["MGET", "cli:k", "cli:none"]).stdout == "hello world\n\n")
+        #expect(try runProgram(Self.cli, p + ["--no-raw", "MGET", "cli:k", "cli:none"]).stdout == "1) \"hello world\"\n2) (nil)\n")
+        #expect(try runProgram(Self.cli, p + ["NOSUCH"]).stdout.hasPrefix("ERR unknown command 'NOSUCH'"))
+        #expect(try runProgram(Self.cli, p + ["DBSIZE"]).stdout == "2\n")
+    }
+
+    @Test("interactive-style piped input, which asks COMMAND DOCS first")
+    func piped() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: Self.cli), "redis-cli is not installed")
+        let server = try await InProcessServer()
+        defer { Task { await server.stop() } }
+        let input = "SET a 1\nINCRBY a 41\nGET a\n".data(using: .utf8)!
+        let r = try runProgram(Self.cli, ["-p", "\(server.port)"], input: input)
+        #expect(r.stdout == "OK\n42\n42\n")
+    }
+
+    @Test("RESP3 with redis-cli -3")
+    func resp3() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: Self.cli), "redis-cli is not installed")
+        let server = try await InProcessServer()
+        defer { Task { await server.stop() } }
+        let p = ["-3", "-p", "\(server.port)", "--no-raw"]
+        #expect(try runProgram(Self.cli, p + ["HELLO", "3"]).stdout.contains("\"proto\" => (integer) 3"))
+        #expect(try runProgram(Self.cli, p + ["GET", "nokey"]).stdout == "(nil)\n")
+        #expect(try runProgram(Self.cli, p + ["CONFIG", "GET", "maxclients"]).stdout == "1# \"maxclients\" => \"10000\"\n")
+        #expect(try runProgram(Self.cli, p + ["SET", "k", "v"]).stdout == "OK\n")
+    }
+
+    @Test("--pipe mass insertion of 100,000 keys")
+    func massInsertion() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: Self.cli), "redis-cli is not installed")
+        let server = try await InProcessServer(threads: 2)
+        defer { Task { await server.stop() } }
+        var data = Data()
+        for i in 0..<100_000 {
+            let key = "mass:\(i)", value = "value-\(i)"
+            data.append("*3\r\n$3\r\nSET\r\n$\(key.utf8.count)\r\n\(key)\r\n$\(value.utf8.count)\r\n\(value)\r\n".data(using: .utf8)!)
+        }
+        let r = try runProgram(Self.cli, ["-p", "\(server.port)", "--pipe"], input: data, timeout: 300)
+        #expect(r.status == 0)
+        #expect(r.stdout.contains("errors: 0, replies: 100000"), "redis-cli said: \(r.stdout)")
+        let c = try RawClient(port: server.port)
+        #expect(try c.call("DBSIZE") == .integer(100_000))
+        #expect(try c.call("GET", "mass:99999") == .bulk("value-99999"))
+    }
+}
