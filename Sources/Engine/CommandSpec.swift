@@ -6,7 +6,7 @@ public typealias CommandHandler = @Sendable (Engine, inout Invocation) throws(Co
 
 /// The facts of one command, as Redis's command table keeps them: the same source answers
 /// `COMMAND INFO`, the arity check, the auth check and, later, routing by key.
-public struct CommandSpec: Sendable {
+public final class CommandSpec: Sendable {
     /// Lowercase name; for a subcommand the full `container|sub` form.
     public let name: String
     /// Positive: exactly that many arguments (with the name); negative: at least `-arity`.

@@ -81,7 +81,7 @@ public final class Engine: Sendable {
     /// The unknown-command, arity and auth checks happen here, once, before any command code.
     public func execute(_ invocation: inout Invocation) {
         guard let name = invocation.args.first else { return }
-        guard var spec = table.lookup(name) else {
+        guard var spec: CommandSpec = table.lookup(name) else {
             invocation.out.writeRESPError(Self.unknownCommandMessage(invocation.args))
             return
         }

@@ -7,6 +7,77 @@ import Musl
 import Darwin
 #endif
 
+/// A key: its bytes and a fixed 64-bit hash of them, computed once per command.
+///
+/// The hash picks the shard and is the dictionary's hash, and equality checks it before the bytes,
+/// so a probe that misses never touches the key bytes (a separate allocation, often a cache miss).
+public struct Key: Hashable, Sendable {
+    public let bytes: ByteBuffer
+    public let hash: UInt64
+
+    @inline(__always)
+    public init(_ bytes: ByteBuffer) {
+        self.bytes = bytes
+        self.hash = KeyHash.hash(bytes)
+    }
+
+    @inline(__always)
+    init(bytes: ByteBuffer, hash: UInt64) {
+        self.bytes = bytes
+        self.hash = hash
+    }
+
+    @inline(__always)
+    public static func == (a: Key, b: Key) -> Bool {
+        a.hash == b.hash && a.bytes == b.bytes
+    }
+
+    @inline(__always)
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(hash)
+    }
+
+    /// The same key in storage of its own, for keeping in the keyspace.
+    func compacted() -> Key { Key(bytes: bytes.compactCopy(), hash: hash) }
+}
+
+/// A fast fixed 64-bit hash of bytes (in-process use: shard choice and dictionary hashing).
+public enum KeyHash {
+    @inline(__always)
+    static func mix(_ x: UInt64) -> UInt64 {
+        var z = x
+        z = (z ^ (z >> 33)) &* 0xff51_afd7_ed55_8ccd
+        z = (z ^ (z >> 33)) &* 0xc4ce_b9fe_1a85_ec53
+        return z ^ (z >> 33)
+    }
+
+    @inline(__always)
+    public static func hash(_ buffer: ByteBuffer) -> UInt64 {
+        buffer.withUnsafeReadableBytes { bytes -> UInt64 in
+            var h: UInt64 = 0x9e37_79b9_7f4a_7c15 ^ UInt64(bytes.count)
+            var i = 0
+            let n = bytes.count
+            while i + 8 <= n {
+                let w = bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+                h = (h ^ w) &* 0x9e37_79b9_7f4a_7c15
+                h ^= h >> 29
+                i += 8
+            }
+            if i < n {
+                var tail: UInt64 = 0
+                var shift: UInt64 = 0
+                while i < n {
+                    tail |= UInt64(bytes[i]) << shift
+                    shift += 8
+                    i += 1
+                }
+                h = (h ^ tail) &* 0x9e37_79b9_7f4a_7c15
+            }
+            return mix(h)
+        }
+    }
+}
+
 /// One stored key's value and metadata.
 public struct Entry: Sendable {
     /// The string value, in storage of its own (never a view into a network buffer).
@@ -25,9 +96,9 @@ public let entryOverheadBytes = 112
 
 /// The keys and entries of one shard. Only ever touched with the shard's lock held.
 public struct ShardState {
-    public fileprivate(set) var table: [ByteBuffer: Entry] = [:]
+    public fileprivate(set) var table: [Key: Entry] = [:]
     /// Keys that carry a deadline, for the active expiry sweep to sample at random.
-    fileprivate var expiring: [ByteBuffer] = []
+    fileprivate var expiring: [Key] = []
     /// Bytes the shard's keys and values hold (see `entryOverheadBytes`).
     public fileprivate(set) var usedBytes: Int = 0
     public var hits: Int = 0
@@ -38,13 +109,13 @@ public struct ShardState {
     public var expiringCount: Int { expiring.count }
 
     @inline(__always)
-    static func cost(_ key: ByteBuffer, _ value: ByteBuffer) -> Int {
-        key.readableBytes + value.readableBytes + entryOverheadBytes
+    static func cost(_ key: Key, _ value: ByteBuffer) -> Int {
+        key.bytes.readableBytes + value.readableBytes + entryOverheadBytes
     }
 
     /// The live entry for `key`, removing it first if its deadline has passed (lazy expiry).
     @inlinable
-    public mutating func entry(_ key: ByteBuffer, now: Int64) -> Entry? {
+    public mutating func entry(_ key: Key, now: Int64) -> Entry? {
         guard let entry = table[key] else { return nil }
         if entry.deadline != 0 && now > entry.deadline {
             expire(key)
@@ -55,7 +126,7 @@ public struct ShardState {
 
     /// Whether `key` exists and is live, counting a hit or a miss.
     @inlinable
-    public mutating func lookupForRead(_ key: ByteBuffer, now: Int64) -> Entry? {
+    public mutating func lookupForRead(_ key: Key, now: Int64) -> Entry? {
         if let e = entry(key, now: now) {
             hits &+= 1
             return e
@@ -65,13 +136,13 @@ public struct ShardState {
     }
 
     @usableFromInline
-    mutating func expire(_ key: ByteBuffer) {
+    mutating func expire(_ key: Key) {
         _ = remove(key)
         expiredKeys &+= 1
     }
 
     /// Stores `value` under `key`. The deadline is `deadline` (0 for none), or the existing one when `keepTTL`.
-    public mutating func set(_ key: ByteBuffer, value: ByteBuffer, deadline: Int64, keepTTL: Bool = false) {
+    public mutating func set(_ key: Key, value: ByteBuffer, deadline: Int64, keepTTL: Bool = false) {
         let stored = value.compactCopy()
         if var existing = table[key] {
             usedBytes += stored.readableBytes - existing.value.readableBytes
@@ -81,14 +152,14 @@ public struct ShardState {
             if newDeadline != existing.deadline { setDeadline(key, newDeadline) }
             return
         }
-        let ownKey = key.compactCopy()
+        let ownKey = key.compacted()
         usedBytes += Self.cost(ownKey, stored)
         table[ownKey] = Entry(value: stored, deadline: 0, expiryIndex: -1)
         if deadline != 0 { setDeadline(ownKey, deadline) }
     }
 
     /// Replaces the value of an existing live key, keeping its deadline.
-    public mutating func replaceValue(_ key: ByteBuffer, with value: ByteBuffer) {
+    public mutating func replaceValue(_ key: Key, with value: ByteBuffer) {
         guard var existing = table[key] else { return }
         usedBytes += value.readableBytes - existing.value.readableBytes
         existing.value = value
@@ -97,7 +168,7 @@ public struct ShardState {
 
     /// Removes `key`. - Returns: the entry it held, or nil.
     @discardableResult
-    public mutating func remove(_ key: ByteBuffer) -> Entry? {
+    public mutating func remove(_ key: Key) -> Entry? {
         guard let (storedKey, entry) = table.removeValue(forKeyReturningKey: key) else { return nil }
         if entry.expiryIndex >= 0 { removeFromExpiring(at: Int(entry.expiryIndex)) }
         usedBytes -= Self.cost(storedKey, entry.value)
@@ -105,7 +176,7 @@ public struct ShardState {
     }
 
     /// Sets or clears (0) the deadline of an existing key.
-    public mutating func setDeadline(_ key: ByteBuffer, _ deadline: Int64) {
+    public mutating func setDeadline(_ key: Key, _ deadline: Int64) {
         guard let index = table.index(forKey: key) else { return }
         let storedKey = table.keys[index]
         var entry = table.values[index]
@@ -163,7 +234,7 @@ public struct ShardState {
                 expire(key)
                 continue
             }
-            return key
+            return key.bytes
         }
         return nil
     }
@@ -220,16 +291,10 @@ public final class Keyspace: @unchecked Sendable {
         slots.deallocate()
     }
 
-    /// The shard that holds `key` (FNV-1a over the key bytes; in-process only).
+    /// The shard that holds `key`.
     @inline(__always)
-    public func shardIndex(for key: ByteBuffer) -> Int {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        key.withUnsafeReadableBytes { bytes in
-            for b in bytes {
-                hash = (hash ^ UInt64(b)) &* 0x0000_0100_0000_01b3
-            }
-        }
-        return Int(truncatingIfNeeded: (hash ^ (hash >> 32)) % UInt64(shardCount))
+    public func shardIndex(for key: Key) -> Int {
+        Int(truncatingIfNeeded: (key.hash >> 32) % UInt64(shardCount))
     }
 
     /// Runs `body` on shard `index` with its lock held.
@@ -243,13 +308,13 @@ public final class Keyspace: @unchecked Sendable {
 
     /// Runs `body` on the shard of `key` with its lock held.
     @inline(__always)
-    public func withShard<R, E: Error>(for key: ByteBuffer, _ body: (inout ShardState) throws(E) -> R) throws(E) -> R {
+    public func withShard<R, E: Error>(for key: Key, _ body: (inout ShardState) throws(E) -> R) throws(E) -> R {
         try withShard(shardIndex(for: key), body)
     }
 
     /// Locks the shards of all `keys` in index order, runs `body` with access to them, then unlocks.
     /// The `ShardSet` is valid only inside `body`.
-    public func withShards<R, E: Error>(for keys: some Sequence<ByteBuffer>, _ body: (inout ShardSet) throws(E) -> R) throws(E) -> R {
+    public func withShards<R, E: Error>(for keys: some Sequence<Key>, _ body: (inout ShardSet) throws(E) -> R) throws(E) -> R {
         var indices = Array(Set(keys.map { shardIndex(for: $0) }))
         indices.sort()
         for i in indices { pthread_mutex_lock(&slots[i].mutex) }
@@ -276,7 +341,7 @@ public final class Keyspace: @unchecked Sendable {
         fileprivate let slots: UnsafeMutableRawPointer
 
         /// The shard of `key`. Its lock must be among those held.
-        public func withShard<R>(for key: ByteBuffer, _ body: (inout ShardState) -> R) -> R {
+        public func withShard<R>(for key: Key, _ body: (inout ShardState) -> R) -> R {
             let slot = slots.assumingMemoryBound(to: Slot.self) + keyspace.shardIndex(for: key)
             return body(&slot.pointee.state)
         }
@@ -366,7 +431,7 @@ public final class Keyspace: @unchecked Sendable {
     public func forEachKey(inShard index: Int, now: Int64, _ body: (ByteBuffer, Entry) -> Void) {
         withShard(index) { s in
             for (key, entry) in s.table where entry.deadline == 0 || now <= entry.deadline {
-                body(key, entry)
+                body(key.bytes, entry)
             }
         }
     }

@@ -93,7 +93,8 @@ public struct RESPRequestDecoder: Sendable {
     private var remaining: Int = 0
     /// Length of the bulk being waited for, or -1 when its `$<len>` line has not been read.
     private var bulkLength: Int = -1
-    private var arguments: [ByteBuffer] = []
+    /// Arguments of a request still arriving, for the `next(from:)` form.
+    private var scratch: [ByteBuffer] = []
     /// Bytes held by `arguments` of a request still arriving (counted against the query buffer limit).
     public private(set) var retainedBytes: Int = 0
 
@@ -101,37 +102,57 @@ public struct RESPRequestDecoder: Sendable {
         self.limits = limits
     }
 
+    /// True when no request is partly parsed.
+    public var isBetweenRequests: Bool { remaining == 0 }
+
     /// Parses the next whole request from `buffer`, consuming what it used.
     /// - Returns: the request, or nil when `buffer` holds no whole request yet.
     /// - Throws: `RESPParsingError` when the bytes break the protocol; the connection must close.
     public mutating func next(from buffer: inout ByteBuffer) throws(RESPParsingError) -> RESPCommand? {
+        var arguments = scratch
+        scratch = []
+        if try next(from: &buffer, into: &arguments) { return RESPCommand(arguments: arguments) }
+        scratch = arguments
+        return nil
+    }
+
+    /// The allocation-free form of `next(from:)`: parses into a caller-owned array that is reused
+    /// from one request to the next (its capacity is kept).
+    ///
+    /// Pass the same array on every call: between calls it holds the arguments of a request still
+    /// arriving. - Returns: true when `arguments` holds a whole request.
+    public mutating func next(from buffer: inout ByteBuffer, into arguments: inout [ByteBuffer]) throws(RESPParsingError) -> Bool {
         while true {
             if remaining == 0 {
-                guard let first = buffer.readableBytesView.first else { return nil }
+                guard let first = buffer.readableBytesView.first else { return false }
                 if first == UInt8(ascii: "*") {
                     switch try readMultibulkCount(&buffer) {
-                    case .needMore: return nil
+                    case .needMore: return false
                     case .empty: continue
-                    case .started: break
+                    case .started:
+                        arguments.removeAll(keepingCapacity: true)
+                        if arguments.capacity < min(remaining, 1024) { arguments.reserveCapacity(min(remaining, 1024)) }
                     }
                 } else {
                     switch try readInline(&buffer) {
-                    case .needMore: return nil
+                    case .needMore: return false
                     case .empty: continue
-                    case .command(let command): return command
+                    case .command(let command):
+                        arguments = command.arguments
+                        return true
                     }
                 }
             }
             // Inside a multibulk: read bulks until the request is whole.
             while remaining > 0 {
                 if bulkLength < 0 {
-                    guard try readBulkLength(&buffer) else { return nil }
+                    guard try readBulkLength(&buffer) else { return false }
                 }
                 guard buffer.readableBytes >= bulkLength + 2 else {
                     if buffer.readableBytes + retainedBytes > limits.queryBufferLimit {
                         throw RESPParsingError(.queryBufferLimit)
                     }
-                    return nil
+                    return false
                 }
                 // Redis does not check the two bytes after a bulk; neither do we.
                 let argument = buffer.readSlice(length: bulkLength)!
@@ -141,10 +162,8 @@ public struct RESPRequestDecoder: Sendable {
                 bulkLength = -1
                 remaining -= 1
             }
-            let command = RESPCommand(arguments: arguments)
-            arguments = []
             retainedBytes = 0
-            return command
+            return true
         }
     }
 
@@ -175,8 +194,6 @@ public struct RESPRequestDecoder: Sendable {
         if count <= 0 { return .empty }
         remaining = Int(count)
         bulkLength = -1
-        arguments = []
-        arguments.reserveCapacity(min(Int(count), 1024))
         return .started
     }
 

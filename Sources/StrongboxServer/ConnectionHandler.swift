@@ -22,9 +22,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private let engine: Engine
     private let registry: ClientRegistry
     private let logger: Logger
-    private var decoder: RESPRequestDecoder
+    // The per-command state lives behind pointers: reaching it through class stored properties
+    // would cost a dynamic exclusivity check on every command.
+    private let decoderState: UnsafeMutablePointer<RESPRequestDecoder>
+    private let invocationState: UnsafeMutablePointer<Invocation>
     private var cumulation: ByteBuffer?
-    private var invocation: Invocation
     private var closing = false
     private var readPending = false
     /// Command processing waits for the socket to drain (a client not reading big replies).
@@ -38,9 +40,24 @@ final class ConnectionHandler: ChannelDuplexHandler {
         var limits = RESPLimits()
         limits.maxBulkLength = engine.config.maxBulkLength.load(ordering: .relaxed)
         limits.queryBufferLimit = engine.config.queryBufferLimit.load(ordering: .relaxed)
-        self.decoder = RESPRequestDecoder(limits: limits)
-        self.decoder.unauthenticated = !session.authenticated
-        self.invocation = Invocation(session: session, out: allocator.buffer(capacity: 1024))
+        var decoder = RESPRequestDecoder(limits: limits)
+        decoder.unauthenticated = !session.authenticated
+        decoderState = .allocate(capacity: 1)
+        decoderState.initialize(to: decoder)
+        invocationState = .allocate(capacity: 1)
+        invocationState.initialize(to: Invocation(session: session, out: allocator.buffer(capacity: 1024)))
+    }
+
+    deinit {
+        decoderState.deinitialize(count: 1)
+        decoderState.deallocate()
+        invocationState.deinitialize(count: 1)
+        invocationState.deallocate()
+    }
+
+    private var invocation: Invocation {
+        _read { yield invocationState.pointee }
+        _modify { yield &invocationState.pointee }
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -72,14 +89,14 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private func process(context: ChannelHandlerContext) {
         guard var buffer = cumulation else { return }
         cumulation = nil
+        let decoder = decoderState, inv = invocationState
         do {
-            while !closing, let command = try decoder.next(from: &buffer) {
-                invocation.args = command.arguments
-                engine.execute(&invocation)
-                if invocation.session.closeAfterReply { closing = true }
+            while !closing, try decoder.pointee.next(from: &buffer, into: &inv.pointee.args) {
+                engine.execute(&inv.pointee)
+                if inv.pointee.session.closeAfterReply { closing = true }
                 // Bound what one batch can buffer: a small pipeline of large GETs must not
                 // build gigabytes of replies. Write early, and wait while the socket is full.
-                if invocation.out.readableBytes >= Self.outputFlushThreshold {
+                if inv.pointee.out.readableBytes >= Self.outputFlushThreshold {
                     flushReplies(context: context)
                     if !context.channel.isWritable {
                         processingPaused = true
@@ -87,14 +104,15 @@ final class ConnectionHandler: ChannelDuplexHandler {
                     }
                 }
             }
-            decoder.unauthenticated = !invocation.session.authenticated
+            decoder.pointee.unauthenticated = !inv.pointee.session.authenticated
         } catch {
             engine.stats.protocolErrors.add(1, ordering: .relaxed)
             if let message = error.message { invocation.out.writeRESPError(message) }
             logger.debug("protocol error", metadata: ["sb.connection.id": "\(invocation.session.id)", "sb.error": "\(error)"])
             closing = true
         }
-        invocation.args = []
+        // Drop the argument views (they pin the read buffer) unless a request is half-read.
+        if decoder.pointee.isBetweenRequests { inv.pointee.args.removeAll(keepingCapacity: true) }
         if buffer.readableBytes > 0 {
             // Keep the unparsed tail; reclaim consumed space so a long-lived connection does not grow.
             if buffer.readerIndex > 16 * 1024 { buffer.discardReadBytes() }

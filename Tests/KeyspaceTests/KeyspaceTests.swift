@@ -4,15 +4,16 @@ import Testing
 
 @Suite("Keyspace")
 struct KeyspaceTests {
-    static func key(_ s: String) -> ByteBuffer { ByteBuffer(string: s) }
+    static func key(_ s: String) -> Key { Key(ByteBuffer(string: s)) }
+    static func bytes(_ s: String) -> ByteBuffer { ByteBuffer(string: s) }
 
     @Test("a key past its deadline is never returned (lazy expiry)")
     func lazyExpiry() {
         let clock = ManualClock(1_000)
         let ks = Keyspace(shardCount: 4, clock: clock)
         let k = Self.key("lock")
-        ks.withShard(for: k) { $0.set(k, value: Self.key("token"), deadline: 1_100) }
-        #expect(ks.withShard(for: k) { $0.entry(k, now: clock.now()) }?.value == Self.key("token"))
+        ks.withShard(for: k) { $0.set(k, value: Self.bytes("token"), deadline: 1_100) }
+        #expect(ks.withShard(for: k) { $0.entry(k, now: clock.now()) }?.value == Self.bytes("token"))
         clock.set(1_100)
         // At the deadline the key still lives (Redis expires when now > deadline).
         #expect(ks.withShard(for: k) { $0.entry(k, now: clock.now()) } != nil)
@@ -28,7 +29,7 @@ struct KeyspaceTests {
         let ks = Keyspace(shardCount: 8, clock: clock)
         for i in 0..<1000 {
             let k = Self.key("k\(i)")
-            ks.withShard(for: k) { $0.set(k, value: Self.key("v"), deadline: i < 900 ? 10 : 0) }
+            ks.withShard(for: k) { $0.set(k, value: Self.bytes("v"), deadline: i < 900 ? 10 : 0) }
         }
         #expect(ks.totals().expires == 900)
         clock.set(11)
@@ -49,7 +50,7 @@ struct KeyspaceTests {
         let ks = Keyspace(shardCount: 2, clock: clock)
         for i in 0..<100 {
             let k = Self.key("k\(i)")
-            ks.withShard(for: k) { $0.set(k, value: Self.key("v"), deadline: 1_000) }
+            ks.withShard(for: k) { $0.set(k, value: Self.bytes("v"), deadline: 1_000) }
         }
         for _ in 0..<10 { ks.sweepExpired() }
         #expect(ks.totals().keys == 100)
@@ -61,12 +62,12 @@ struct KeyspaceTests {
         let ks = Keyspace(shardCount: 1, clock: clock)
         let a = Self.key("a"), b = Self.key("b"), c = Self.key("c")
         ks.withShard(0) { s in
-            s.set(a, value: Self.key("1"), deadline: 5)
-            s.set(b, value: Self.key("2"), deadline: 6)
-            s.set(c, value: Self.key("3"), deadline: 7)
+            s.set(a, value: Self.bytes("1"), deadline: 5)
+            s.set(b, value: Self.bytes("2"), deadline: 6)
+            s.set(c, value: Self.bytes("3"), deadline: 7)
             s.setDeadline(a, 0)          // PERSIST a
-            s.set(b, value: Self.key("x"), deadline: 0)  // SET without KEEPTTL clears it
-            s.set(c, value: Self.key("y"), deadline: 0, keepTTL: true)
+            s.set(b, value: Self.bytes("x"), deadline: 0)  // SET without KEEPTTL clears it
+            s.set(c, value: Self.bytes("y"), deadline: 0, keepTTL: true)
             s.remove(c)
         }
         let totals = ks.totals()
@@ -94,7 +95,7 @@ struct KeyspaceTests {
     func compactStorage() {
         let ks = Keyspace(shardCount: 1, clock: ManualClock())
         let big = ByteBuffer(repeating: 7, count: 1 << 20)
-        let k = big.getSlice(at: 0, length: 3)!
+        let k = Key(big.getSlice(at: 0, length: 3)!)
         let v = big.getSlice(at: 10, length: 5)!
         ks.withShard(0) { $0.set(k, value: v, deadline: 0) }
         let stored = ks.withShard(0) { $0.entry(k, now: 0) }!
@@ -106,7 +107,7 @@ struct KeyspaceTests {
         let ks = Keyspace(shardCount: 16, clock: ManualClock())
         let keys = (0..<50).map { Self.key("m\($0)") }
         ks.withShards(for: keys + keys) { set in
-            for k in keys { set.withShard(for: k) { $0.set(k, value: k, deadline: 0) } }
+            for k in keys { set.withShard(for: k) { $0.set(k, value: k.bytes, deadline: 0) } }
         }
         #expect(ks.count == 50)
     }

@@ -36,7 +36,7 @@ enum ExpiryCommands {
         if when > Int64.max - base { throw .invalidExpireTime(name) }
         when += base
         let now = inv.now
-        let key = inv.args[1]
+        let key = Key(inv.args[1])
         let result: Int64 = engine.keyspace.withShard(for: key) { shard in
             guard let entry = shard.entry(key, now: now) else { return 0 }
             let current: Int64 = entry.hasDeadline ? entry.deadline : -1
@@ -57,7 +57,7 @@ enum ExpiryCommands {
     /// TTL, PTTL, EXPIRETIME and PEXPIRETIME: -2 missing, -1 no deadline.
     static func ttl(_ engine: Engine, _ inv: inout Invocation, milliseconds: Bool, absolute: Bool) throws(CommandError) {
         let now = inv.now
-        let key = inv.args[1]
+        let key = Key(inv.args[1])
         let result: Int64 = engine.keyspace.withShard(for: key) { shard in
             guard let entry = shard.entry(key, now: now) else { return -2 }
             guard entry.hasDeadline else { return -1 }
@@ -71,7 +71,7 @@ enum ExpiryCommands {
     /// PERSIST key · - Complexity: O(1)
     static func persist(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
         let now = inv.now
-        let key = inv.args[1]
+        let key = Key(inv.args[1])
         let result: Int64 = engine.keyspace.withShard(for: key) { shard in
             guard let entry = shard.entry(key, now: now), entry.hasDeadline else { return 0 }
             shard.setDeadline(key, 0)

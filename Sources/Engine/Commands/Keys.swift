@@ -16,7 +16,7 @@ enum KeyCommands {
         let now = inv.now
         var removed: Int64 = 0
         for i in 1..<inv.argc {
-            let key = inv.args[i]
+            let key = Key(inv.args[i])
             engine.keyspace.withShard(for: key) { shard in
                 if shard.entry(key, now: now) != nil {
                     shard.remove(key)
@@ -32,7 +32,7 @@ enum KeyCommands {
         let now = inv.now
         var found: Int64 = 0
         for i in 1..<inv.argc {
-            let key = inv.args[i]
+            let key = Key(inv.args[i])
             if engine.keyspace.withShard(for: key, { $0.entry(key, now: now) != nil }) { found += 1 }
         }
         inv.out.writeRESPInteger(found)
@@ -41,7 +41,7 @@ enum KeyCommands {
     /// TYPE key · - Complexity: O(1)
     static func type(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
         let now = inv.now
-        let key = inv.args[1]
+        let key = Key(inv.args[1])
         let exists = engine.keyspace.withShard(for: key) { $0.entry(key, now: now) != nil }
         inv.out.writeStaticString(exists ? "+string\r\n" : "+none\r\n")
     }
@@ -49,7 +49,7 @@ enum KeyCommands {
     /// RENAME key newkey / RENAMENX key newkey · - Complexity: O(1)
     static func rename(_ engine: Engine, _ inv: inout Invocation, nx: Bool) throws(CommandError) {
         let now = inv.now
-        let source = inv.args[1], target = inv.args[2]
+        let source = Key(inv.args[1]), target = Key(inv.args[2])
         let result: Bool = try engine.keyspace.withShards(for: [source, target]) { (set: inout Keyspace.ShardSet) throws(CommandError) -> Bool in
             guard let entry = set.withShard(for: source, { $0.entry(source, now: now) }) else { throw .noSuchKey }
             if source == target { return !nx }

@@ -76,13 +76,13 @@ enum StringCommands {
     static func set(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
         let options = try SetOptions(inv.args, from: 3, forSet: true)
         let deadline = try options.deadline(now: inv.now, command: "set")
-        try setGeneric(engine, &inv, key: inv.args[1], value: inv.args[2], options: options, deadline: deadline, okReply: nil, abortReply: nil)
+        try setGeneric(engine, &inv, key: Key(inv.args[1]), value: inv.args[2], options: options, deadline: deadline, okReply: nil, abortReply: nil)
     }
 
     /// The one implementation behind SET, SETNX, SETEX and PSETEX (Redis's `setGenericCommand`).
     /// `okReply`/`abortReply` nil mean `+OK` / null.
     static func setGeneric(
-        _ engine: Engine, _ inv: inout Invocation, key: ByteBuffer, value: ByteBuffer,
+        _ engine: Engine, _ inv: inout Invocation, key: Key, value: ByteBuffer,
         options: SetOptions, deadline: Int64, okReply: Int64?, abortReply: Int64?
     ) throws(CommandError) {
         let now = inv.now
@@ -110,27 +110,27 @@ enum StringCommands {
     static func setnx(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
         var options = try SetOptions([], from: 0, forSet: true)
         options.condition = .nx
-        try setGeneric(engine, &inv, key: inv.args[1], value: inv.args[2], options: options, deadline: 0, okReply: 1, abortReply: 0)
+        try setGeneric(engine, &inv, key: Key(inv.args[1]), value: inv.args[2], options: options, deadline: 0, okReply: 1, abortReply: 0)
     }
 
     /// SETEX key seconds value · - Complexity: O(1)
     static func setex(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
         let deadline = try Self.deadline(inv.args[2], seconds: true, relative: true, now: inv.now, command: "setex")
         let options = try SetOptions([], from: 0, forSet: true)
-        try setGeneric(engine, &inv, key: inv.args[1], value: inv.args[3], options: options, deadline: deadline, okReply: nil, abortReply: nil)
+        try setGeneric(engine, &inv, key: Key(inv.args[1]), value: inv.args[3], options: options, deadline: deadline, okReply: nil, abortReply: nil)
     }
 
     /// PSETEX key milliseconds value · - Complexity: O(1)
     static func psetex(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
         let deadline = try Self.deadline(inv.args[2], seconds: false, relative: true, now: inv.now, command: "psetex")
         let options = try SetOptions([], from: 0, forSet: true)
-        try setGeneric(engine, &inv, key: inv.args[1], value: inv.args[3], options: options, deadline: deadline, okReply: nil, abortReply: nil)
+        try setGeneric(engine, &inv, key: Key(inv.args[1]), value: inv.args[3], options: options, deadline: deadline, okReply: nil, abortReply: nil)
     }
 
     /// GET key · - Complexity: O(1)
     static func get(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
         let now = inv.now
-        let key = inv.args[1]
+        let key = Key(inv.args[1])
         let version = inv.version
         engine.keyspace.withShard(for: key) { shard in
             if let e = shard.lookupForRead(key, now: now) {
@@ -144,7 +144,7 @@ enum StringCommands {
     /// GETDEL key · - Complexity: O(1)
     static func getdel(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
         let now = inv.now
-        let key = inv.args[1]
+        let key = Key(inv.args[1])
         let version = inv.version
         engine.keyspace.withShard(for: key) { shard in
             if let e = shard.lookupForRead(key, now: now) {
@@ -161,7 +161,7 @@ enum StringCommands {
         let options = try SetOptions(inv.args, from: 2, forSet: false)
         let deadline = try options.deadline(now: inv.now, command: "getex")
         let now = inv.now
-        let key = inv.args[1]
+        let key = Key(inv.args[1])
         let version = inv.version
         engine.keyspace.withShard(for: key) { shard in
             guard let e = shard.lookupForRead(key, now: now) else {
@@ -182,7 +182,7 @@ enum StringCommands {
     /// GETSET key value · - Complexity: O(1)
     static func getset(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
         let now = inv.now
-        let key = inv.args[1], value = inv.args[2]
+        let key = Key(inv.args[1]); let value = inv.args[2]
         let version = inv.version
         engine.keyspace.withShard(for: key) { shard in
             if let e = shard.entry(key, now: now) { inv.out.writeRESPBulk(e.value) } else { inv.out.writeRESPNull(version: version) }
@@ -196,7 +196,7 @@ enum StringCommands {
         let version = inv.version
         inv.out.writeRESPArrayHeader(inv.argc - 1)
         for i in 1..<inv.argc {
-            let key = inv.args[i]
+            let key = Key(inv.args[i])
             engine.keyspace.withShard(for: key) { shard in
                 if let e = shard.lookupForRead(key, now: now) { inv.out.writeRESPBulk(e.value) } else { inv.out.writeRESPNull(version: version) }
             }
@@ -217,13 +217,13 @@ enum StringCommands {
         guard inv.argc % 2 == 1 else { throw .arity(nx ? "msetnx" : "mset") }
         let now = inv.now
         let args = inv.args
-        let keys = stride(from: 1, to: args.count, by: 2).map { args[$0] }
+        let keys = stride(from: 1, to: args.count, by: 2).map { Key(args[$0]) }
         let stored: Bool = engine.keyspace.withShards(for: keys) { set in
             if nx {
                 for key in keys where set.withShard(for: key, { $0.entry(key, now: now) != nil }) { return false }
             }
-            for i in stride(from: 1, to: args.count, by: 2) {
-                set.withShard(for: args[i]) { $0.set(args[i], value: args[i + 1], deadline: 0) }
+            for (n, key) in keys.enumerated() {
+                set.withShard(for: key) { $0.set(key, value: args[2 * n + 2], deadline: 0) }
             }
             return true
         }
@@ -233,7 +233,7 @@ enum StringCommands {
     /// APPEND key value · - Complexity: O(1) amortized
     static func append(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
         let now = inv.now
-        let key = inv.args[1], suffix = inv.args[2]
+        let key = Key(inv.args[1]); let suffix = inv.args[2]
         let limit = engine.config.maxBulkLength.load(ordering: .relaxed)
         let length: Int = try engine.keyspace.withShard(for: key) { (shard: inout ShardState) throws(CommandError) -> Int in
             guard let e = shard.entry(key, now: now) else {
@@ -254,7 +254,7 @@ enum StringCommands {
     /// STRLEN key · - Complexity: O(1)
     static func strlen(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
         let now = inv.now
-        let key = inv.args[1]
+        let key = Key(inv.args[1])
         let n = engine.keyspace.withShard(for: key) { $0.entry(key, now: now)?.value.readableBytes ?? 0 }
         inv.out.writeRESPInteger(Int64(n))
     }
@@ -264,7 +264,7 @@ enum StringCommands {
         var start = try Arg.integer(inv.args[2])
         var end = try Arg.integer(inv.args[3])
         let now = inv.now
-        let key = inv.args[1]
+        let key = Key(inv.args[1])
         engine.keyspace.withShard(for: key) { shard in
             guard let e = shard.lookupForRead(key, now: now) else {
                 inv.out.writeStaticString("$0\r\n\r\n")
@@ -293,7 +293,7 @@ enum StringCommands {
         let offset = try Arg.integer(inv.args[2])
         if offset < 0 { throw CommandError("ERR offset is out of range") }
         let now = inv.now
-        let key = inv.args[1], patch = inv.args[3]
+        let key = Key(inv.args[1]); let patch = inv.args[3]
         let limit = Int64(engine.config.maxBulkLength.load(ordering: .relaxed))
         let length: Int = try engine.keyspace.withShard(for: key) { (shard: inout ShardState) throws(CommandError) -> Int in
             let existing = shard.entry(key, now: now)
@@ -316,7 +316,7 @@ enum StringCommands {
     /// INCR / DECR / INCRBY / DECRBY: the one implementation (Redis's `incrDecrCommand`).
     static func incrDecr(_ engine: Engine, _ inv: inout Invocation, by increment: Int64) throws(CommandError) {
         let now = inv.now
-        let key = inv.args[1]
+        let key = Key(inv.args[1])
         let result: Int64 = try engine.keyspace.withShard(for: key) { (shard: inout ShardState) throws(CommandError) -> Int64 in
             let existing = shard.entry(key, now: now)
             var current: Int64 = 0
@@ -351,7 +351,7 @@ enum StringCommands {
     /// INCRBYFLOAT key increment · - Complexity: O(1)
     static func incrbyfloat(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
         let now = inv.now
-        let key = inv.args[1], incrementArg = inv.args[2]
+        let key = Key(inv.args[1]); let incrementArg = inv.args[2]
         let text: String = try engine.keyspace.withShard(for: key) { (shard: inout ShardState) throws(CommandError) -> String in
             let existing = shard.entry(key, now: now)
             var current: Float80 = 0
