@@ -14,6 +14,8 @@ public protocol EngineHost: AnyObject, Sendable {
     func requestShutdown()
     /// `INFO server` and `INFO clients` facts the engine does not own.
     func serverInfo() -> ServerInfo
+    /// Zeroes the server's own counters (`CONFIG RESETSTAT`).
+    func resetStats()
 }
 
 /// Which clients `CLIENT KILL` closes.
@@ -34,6 +36,7 @@ public struct ServerInfo: Sendable {
     public var maxClients = 0
     public var totalConnections = 0
     public var rejectedConnections = 0
+    public var commandsProcessed = 0
     public var threads = 1
     public var executable = ""
     public var configFile = ""
@@ -42,7 +45,6 @@ public struct ServerInfo: Sendable {
 
 /// Counters the engine keeps for `INFO stats`.
 public final class EngineStats: Sendable {
-    public let commandsProcessed = Atomic<Int>(0)
     public let protocolErrors = Atomic<Int>(0)
     public init() {}
 }

@@ -12,8 +12,10 @@ public struct Session: Sendable {
     public var noEvict = false
     /// Set by `QUIT` (and `CLIENT KILL` of oneself): close once the replies so far are written.
     public var closeAfterReply = false
-    /// Index in the command table of the last command run (for `CLIENT LIST`'s `cmd=`).
+    /// The name of the last command run (for `CLIENT LIST`'s `cmd=`).
     public var lastCommand: String = "NULL"
+    /// When the client last sent a request, on the keyspace clock (for `CLIENT LIST`'s `idle=`).
+    public var lastInteraction: Int64 = 0
     /// Commands run since the server last collected the count (for `total_commands_processed`).
     public var commandsSinceFlush: Int = 0
     public let address: String

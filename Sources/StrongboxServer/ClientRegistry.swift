@@ -7,13 +7,33 @@ final class ClientRegistry: Sendable {
     /// Delivered to a connection's pipeline to make it close (`CLIENT KILL`, shutdown).
     struct KillEvent: Sendable {}
 
-    private struct Client {
-        var session: Session
+    /// One connected client as the rest of the server sees it. The connection refreshes the
+    /// snapshot once per read batch under the record's own lock, so no lock is shared between
+    /// connections on the request path.
+    final class Record: Sendable {
         let channel: any Channel
+        let snapshot: Mutex<Session?>
+        let commands = Atomic<Int>(0)
+        let id: UInt64
+
+        init(session: Session, channel: any Channel) {
+            self.channel = channel
+            self.id = session.id
+            // Not `Mutex(session)`: handing a borrowed non-trivial value to Mutex's `sending`
+            // initializer double-released it with this toolchain (a crash seen in tests).
+            self.snapshot = Mutex(nil)
+            snapshot.withLock { $0 = session }
+        }
+
+        var session: Session {
+            snapshot.withLock { $0 } ?? Session(id: id, authenticated: false)
+        }
     }
 
     private struct State {
-        var clients: [UInt64: Client] = [:]
+        var clients: [UInt64: Record] = [:]
+        /// Commands run by clients that have since disconnected.
+        var closedCommands = 0
         var nextID: UInt64 = 1
         var totalConnections = 0
         var rejectedConnections = 0
@@ -33,29 +53,43 @@ final class ClientRegistry: Sendable {
         }
     }
 
-    /// Registers a new connection, or returns the error text to send it before closing.
-    func admit(_ session: Session, channel: any Channel) -> String? {
+    /// Registers a new connection. - Returns: its record, or the error text to send before closing.
+    func admit(_ session: Session, channel: any Channel) -> Result<Record, AdmissionError> {
         let maxClients = config.maxClients.load(ordering: .relaxed)
         return state.withLock { s in
             s.totalConnections += 1
             if s.clients.count >= maxClients {
                 s.rejectedConnections += 1
-                return "ERR max number of clients reached"
+                return .failure(AdmissionError(message: "ERR max number of clients reached"))
             }
-            s.clients[session.id] = Client(session: session, channel: channel)
-            return nil
+            let record = Record(session: session, channel: channel)
+            s.clients[session.id] = record
+            return .success(record)
         }
     }
 
-    func update(_ session: Session) {
-        state.withLock { s in
-            guard s.clients[session.id] != nil else { return }
-            s.clients[session.id]!.session = session
-        }
-    }
+    struct AdmissionError: Error { let message: String }
 
     func remove(id: UInt64) {
-        _ = state.withLock { $0.clients.removeValue(forKey: id) }
+        state.withLock { s in
+            if let record = s.clients.removeValue(forKey: id) {
+                s.closedCommands += record.commands.load(ordering: .relaxed)
+            }
+        }
+    }
+
+    /// Commands run by every client since start (or `CONFIG RESETSTAT`).
+    var commandsProcessed: Int {
+        state.withLock { s in s.clients.values.reduce(s.closedCommands) { $0 + $1.commands.load(ordering: .relaxed) } }
+    }
+
+    func resetStats() {
+        state.withLock { s in
+            s.closedCommands = 0
+            s.totalConnections = s.clients.count
+            s.rejectedConnections = 0
+            for r in s.clients.values { r.commands.store(0, ordering: .relaxed) }
+        }
     }
 
     var count: Int { state.withLock { $0.clients.count } }
@@ -65,18 +99,19 @@ final class ClientRegistry: Sendable {
     }
 
     func sessions() -> [Session] {
-        state.withLock { $0.clients.values.map(\.session) }.sorted { $0.id < $1.id }
+        state.withLock { Array($0.clients.values) }.map(\.session).sorted { $0.id < $1.id }
     }
 
     /// Closes the clients the filter selects (never the requester when `skipMe`). - Returns: how many.
     func kill(_ filter: ClientKillFilter, requester: UInt64) -> Int {
         let victims: [(UInt64, any Channel)] = state.withLock { s in
-            s.clients.values.compactMap { c in
-                if let id = filter.id, c.session.id != id { return nil }
-                if let a = filter.address, c.session.address != a { return nil }
-                if let l = filter.localAddress, c.session.localAddress != l { return nil }
-                if filter.skipMe && c.session.id == requester { return nil }
-                return (c.session.id, c.channel)
+            s.clients.compactMap { id, c in
+                let session = c.session
+                if let wanted = filter.id, id != wanted { return nil }
+                if let a = filter.address, session.address != a { return nil }
+                if let l = filter.localAddress, session.localAddress != l { return nil }
+                if filter.skipMe && id == requester { return nil }
+                return (id, c.channel)
             }
         }
         for (id, channel) in victims where id != requester {

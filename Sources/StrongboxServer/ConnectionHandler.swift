@@ -31,7 +31,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var readPending = false
     /// Command processing waits for the socket to drain (a client not reading big replies).
     private var processingPaused = false
-    private var registered = false
+    private var record: ClientRegistry.Record?
 
     init(engine: Engine, registry: ClientRegistry, session: Session, allocator: ByteBufferAllocator, logger: Logger) {
         self.engine = engine
@@ -55,24 +55,32 @@ final class ConnectionHandler: ChannelDuplexHandler {
         invocationState.deallocate()
     }
 
-    private var invocation: Invocation {
-        _read { yield invocationState.pointee }
-        _modify { yield &invocationState.pointee }
-    }
-
     func handlerAdded(context: ChannelHandlerContext) {
-        if let refusal = registry.admit(invocation.session, channel: context.channel) {
-            registered = false
-            invocation.out.writeRESPError(refusal)
+        switch registry.admit(invocationState.pointee.session, channel: context.channel) {
+        case .success(let record):
+            self.record = record
+        case .failure(let refusal):
+            invocationState.pointee.out.writeRESPError(refusal.message)
             closing = true
-            context.writeAndFlush(wrapOutboundOut(invocation.out)).whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
-            return
+            context.writeAndFlush(wrapOutboundOut(invocationState.pointee.out)).whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
         }
-        registered = true
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        if registered { registry.remove(id: invocation.session.id) }
+        if let record {
+            publish(to: record)
+            registry.remove(id: invocationState.pointee.session.id)
+        }
+    }
+
+    /// Hands the registry this batch's command count and a fresh copy of the session.
+    private func publish(to record: ClientRegistry.Record) {
+        let processed = invocationState.pointee.session.commandsSinceFlush
+        guard processed > 0 else { return }
+        invocationState.pointee.session.commandsSinceFlush = 0
+        record.commands.add(processed, ordering: .relaxed)
+        let session = invocationState.pointee.session
+        record.snapshot.withLock { $0 = session }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -90,10 +98,14 @@ final class ConnectionHandler: ChannelDuplexHandler {
         guard var buffer = cumulation else { return }
         cumulation = nil
         let decoder = decoderState, inv = invocationState
+        inv.pointee.session.lastInteraction = engine.keyspace.clock.now()
         do {
-            while !closing, try decoder.pointee.next(from: &buffer, into: &inv.pointee.args) {
+            while try decoder.pointee.next(from: &buffer, into: &inv.pointee.args) {
                 engine.execute(&inv.pointee)
-                if inv.pointee.session.closeAfterReply { closing = true }
+                if inv.pointee.session.closeAfterReply {
+                    closing = true
+                    break
+                }
                 // Bound what one batch can buffer: a small pipeline of large GETs must not
                 // build gigabytes of replies. Write early, and wait while the socket is full.
                 if inv.pointee.out.readableBytes >= Self.outputFlushThreshold {
@@ -107,8 +119,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
             decoder.pointee.unauthenticated = !inv.pointee.session.authenticated
         } catch {
             engine.stats.protocolErrors.add(1, ordering: .relaxed)
-            if let message = error.message { invocation.out.writeRESPError(message) }
-            logger.debug("protocol error", metadata: ["sb.connection.id": "\(invocation.session.id)", "sb.error": "\(error)"])
+            if let message = error.message { invocationState.pointee.out.writeRESPError(message) }
+            logger.debug("protocol error", metadata: ["sb.connection.id": "\(invocationState.pointee.session.id)", "sb.error": "\(error)"])
             closing = true
         }
         // Drop the argument views (they pin the read buffer) unless a request is half-read.
@@ -123,28 +135,23 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         flushReplies(context: context)
-        let processed = invocation.session.commandsSinceFlush
-        if processed > 0 {
-            engine.stats.commandsProcessed.add(processed, ordering: .relaxed)
-            invocation.session.commandsSinceFlush = 0
-            registry.update(invocation.session)
-        }
+        if let record { publish(to: record) }
         context.fireChannelReadComplete()
     }
 
     private func flushReplies(context: ChannelHandlerContext) {
-        guard invocation.out.readableBytes > 0 else { return }
-        context.writeAndFlush(wrapOutboundOut(invocation.out), promise: nil)
-        if invocation.out.capacity > Self.retainedOutputCapacity {
-            invocation.out = context.channel.allocator.buffer(capacity: 1024)
+        guard invocationState.pointee.out.readableBytes > 0 else { return }
+        context.writeAndFlush(wrapOutboundOut(invocationState.pointee.out), promise: nil)
+        if invocationState.pointee.out.capacity > Self.retainedOutputCapacity {
+            invocationState.pointee.out = context.channel.allocator.buffer(capacity: 1024)
         } else {
-            invocation.out.clear()
+            invocationState.pointee.out.clear()
         }
     }
 
     private func flushAndClose(context: ChannelHandlerContext) {
-        let out = invocation.out
-        invocation.out.clear()
+        let out = invocationState.pointee.out
+        invocationState.pointee.out.clear()
         cumulation = nil
         if out.readableBytes > 0 {
             context.writeAndFlush(wrapOutboundOut(out)).whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
@@ -192,7 +199,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        logger.trace("connection error", metadata: ["sb.connection.id": "\(invocation.session.id)", "sb.error": "\(error)"])
+        logger.trace("connection error", metadata: ["sb.connection.id": "\(invocationState.pointee.session.id)", "sb.error": "\(error)"])
         context.close(promise: nil)
     }
 }

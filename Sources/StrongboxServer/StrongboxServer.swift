@@ -178,6 +178,8 @@ public final class StrongboxServer: Service, EngineHost, Sendable {
 
     public func clientSessions() -> [Session] { registry.sessions() }
 
+    public func resetStats() { registry.resetStats() }
+
     public func killClients(_ filter: ClientKillFilter, requester: UInt64) -> Int {
         registry.kill(filter, requester: requester)
     }
@@ -192,6 +194,7 @@ public final class StrongboxServer: Service, EngineHost, Sendable {
         let (total, rejected) = registry.counters
         info.totalConnections = total
         info.rejectedConnections = rejected
+        info.commandsProcessed = registry.commandsProcessed
         info.threads = threads
         info.executable = CommandLine.arguments.first ?? ""
         info.configFile = configFile

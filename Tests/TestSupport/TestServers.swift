@@ -96,36 +96,41 @@ public struct TestError: Error, CustomStringConvertible {
     public init(_ description: String) { self.description = description }
 }
 
-/// Runs a program to completion. - Returns: exit status, standard output and standard error.
+/// Runs a program to completion, with standard input, output and error in temporary files
+/// (no pipes, so a chatty program can never block on a full one).
+/// - Returns: exit status, standard output and standard error.
 @discardableResult
 public func runProgram(_ path: String, _ arguments: [String], input: Data? = nil, timeout: TimeInterval = 120) throws -> (status: Int32, stdout: String, stderr: String) {
+    let dir = FileManager.default.temporaryDirectory
+    let id = UUID().uuidString
+    let inURL = dir.appendingPathComponent("sb-in-\(id)")
+    let outURL = dir.appendingPathComponent("sb-out-\(id)")
+    let errURL = dir.appendingPathComponent("sb-err-\(id)")
+    try (input ?? Data()).write(to: inURL)
+    _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
+    defer { for u in [inURL, outURL, errURL] { try? FileManager.default.removeItem(at: u) } }
     let process = Process()
     process.executableURL = URL(fileURLWithPath: path)
     process.arguments = arguments
-    let out = Pipe(), err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    let inPipe = Pipe()
-    process.standardInput = inPipe
+    let inHandle = try FileHandle(forReadingFrom: inURL)
+    let outHandle = try FileHandle(forWritingTo: outURL)
+    let errHandle = try FileHandle(forWritingTo: errURL)
+    defer { try? inHandle.close(); try? outHandle.close(); try? errHandle.close() }
+    process.standardInput = inHandle
+    process.standardOutput = outHandle
+    process.standardError = errHandle
     try process.run()
-    let writer = Thread {
-        if let input { inPipe.fileHandleForWriting.write(input) }
-        try? inPipe.fileHandleForWriting.close()
-    }
-    writer.start()
-    // Read both pipes concurrently so a chatty program never blocks on a full pipe.
-    nonisolated(unsafe) var errData = Data()
-    let errReader = Thread { errData = err.fileHandleForReading.readDataToEndOfFile() }
-    errReader.start()
-    let outData = out.fileHandleForReading.readDataToEndOfFile()
     let deadline = Date().addingTimeInterval(timeout)
     while process.isRunning && Date() < deadline { usleep(10_000) }
     if process.isRunning {
         process.terminate()
         throw TestError("\(path) timed out")
     }
-    while errReader.isExecuting { usleep(1000) }
-    return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+    process.waitUntilExit()
+    let out = (try? Data(contentsOf: outURL)) ?? Data()
+    let err = (try? Data(contentsOf: errURL)) ?? Data()
+    return (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
 }
 
 /// The built `strongbox` executable beside the test bundle.
@@ -141,4 +146,42 @@ public func strongboxExecutable() throws -> String {
     candidates.append(dir.appendingPathComponent(".build/debug/strongbox"))
     for c in candidates where FileManager.default.isExecutableFile(atPath: c.path) { return c.path }
     throw TestError("strongbox executable not found (build it with `swift build`)")
+}
+
+/// The real `strongbox` executable started on a free loopback port, stopped by PID.
+public final class StrongboxProcess: @unchecked Sendable {
+    public let port: Int
+    private let process: Process
+
+    public init(_ arguments: [String] = []) throws {
+        port = try freePort()
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: try strongboxExecutable())
+        process.arguments = ["--port", "\(port)", "--bind", "127.0.0.1", "--loglevel", "warning"] + arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        try waitForPort(port)
+    }
+
+    public var pid: Int32 { process.processIdentifier }
+
+    /// The process's resident set size in bytes, from /proc.
+    public func residentBytes() -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return 0 }
+        for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            let kb = line.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
+            return kb * 1024
+        }
+        return 0
+    }
+
+    public func stop() {
+        if process.isRunning {
+            kill(pid, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+
+    deinit { stop() }
 }

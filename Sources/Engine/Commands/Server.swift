@@ -102,7 +102,7 @@ enum ServerCommands {
                 lines = [
                     "# Stats",
                     "total_connections_received:\(host.totalConnections)",
-                    "total_commands_processed:\(engine.stats.commandsProcessed.load(ordering: .relaxed))",
+                    "total_commands_processed:\(host.commandsProcessed)",
                     "rejected_connections:\(host.rejectedConnections)",
                     "expired_keys:\(totals.expiredKeys)",
                     "evicted_keys:0",
@@ -199,7 +199,7 @@ enum ServerCommands {
 
     static func configResetStat(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
         engine.keyspace.resetStats()
-        engine.stats.commandsProcessed.store(0, ordering: .relaxed)
+        engine.host?.resetStats()
         inv.out.writeRESPOK()
     }
 

@@ -88,6 +88,12 @@ enum StringCommands {
         let now = inv.now
         let version = inv.version
         engine.keyspace.withShard(for: key) { shard in
+            // A plain SET overwrites whatever is there: no need to look first.
+            if options.condition == .none && !options.get {
+                shard.set(key, value: value, deadline: deadline, keepTTL: options.expiry == .keepTTL)
+                if let okReply { inv.out.writeRESPInteger(okReply) } else { inv.out.writeRESPOK() }
+                return
+            }
             let existing = shard.entry(key, now: now)
             if options.get {
                 if let existing { inv.out.writeRESPBulk(existing.value) } else { inv.out.writeRESPNull(version: version) }
