@@ -156,13 +156,17 @@ public struct ShardState {
             usedBytes += stored.readableBytes - table.values[index].value.readableBytes
             table.values[index].value = stored
             let newDeadline = keepTTL ? oldDeadline : deadline
-            if newDeadline != oldDeadline { setDeadline(key, newDeadline) }
+            if newDeadline != oldDeadline { setDeadline(at: index, newDeadline) }
             return
         }
         let ownKey = key.compacted()
         usedBytes += Self.cost(ownKey, stored)
-        table[ownKey] = Entry(value: stored, deadline: 0, expiryIndex: -1)
-        if deadline != 0 { setDeadline(ownKey, deadline) }
+        var entry = Entry(value: stored, deadline: deadline, expiryIndex: -1)
+        if deadline != 0 {
+            entry.expiryIndex = Int32(expiring.count)
+            expiring.append(ownKey)
+        }
+        table[ownKey] = entry
     }
 
     /// Replaces the value of an existing live key, keeping its deadline.
@@ -185,6 +189,10 @@ public struct ShardState {
     /// Sets or clears (0) the deadline of an existing key.
     public mutating func setDeadline(_ key: Key, _ deadline: Int64) {
         guard let index = table.index(forKey: key) else { return }
+        setDeadline(at: index, deadline)
+    }
+
+    private mutating func setDeadline(at index: Dictionary<Key, Entry>.Index, _ deadline: Int64) {
         let storedKey = table.keys[index]
         var entry = table.values[index]
         if deadline == 0 {

@@ -107,15 +107,20 @@ struct EndToEndTests {
         let control = try RawClient(port: server.port)
         for i in 0..<100 { try control.call("SET", "safe:\(i)", "value-\(i)") }
         var generator = SplitMix(seed: 42)
-        for round in 0..<300 {
-            let c = try RawClient(port: server.port, timeoutSeconds: 2)
+        // Hundreds of connections open at once, each sending garbage, then all dropped together.
+        var clients: [RawClient] = []
+        for _ in 0..<300 { clients.append(try RawClient(port: server.port, timeoutSeconds: 2)) }
+        for (round, c) in clients.enumerated() {
             var bytes = (0..<Int(generator.next() % 2048)).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
             // Some rounds look like RESP so the parser gets past the first byte.
             if round % 3 == 0 { bytes = Array("*3\r\n$3\r\nSET\r\n".utf8) + bytes }
             if round % 5 == 0 { bytes = Array("*2\r\n$3\r\nDEL\r\n$".utf8) + bytes }
+            if round % 7 == 0 { bytes = Array("SET garbage:\(round) ".utf8) + bytes }
             try? c.send(bytes)
-            c.close()
         }
+        #expect(try control.call("PING") == .simpleString("PONG"))
+        for c in clients { c.close() }
+        clients.removeAll()
         for i in 0..<100 {
             #expect(try control.call("GET", "safe:\(i)") == .bulk("value-\(i)"))
         }
@@ -278,6 +283,44 @@ struct EndToEndTests {
         _ = try c.readUntilClosed()
         await server.stop()
         #expect(throws: (any Error).self) { try RawClient(port: server.port) }
+    }
+
+    @Test("redis-benchmark's default tests ping, set, get, incr and mset run without errors")
+    func redisBenchmark() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: "/usr/bin/redis-benchmark"), "redis-benchmark is not installed")
+        let server = try await InProcessServer(threads: 2)
+        defer { Task { await server.stop() } }
+        let r = try runProgram("/usr/bin/redis-benchmark", ["-p", "\(server.port)", "-q", "-n", "20000", "-t", "ping,set,get,incr,mset"], timeout: 300)
+        #expect(r.status == 0)
+        let text = r.stdout + r.stderr
+        #expect(!text.lowercased().contains("error"), "redis-benchmark said: \(text)")
+        for test in ["PING_INLINE", "PING_MBULK", "SET", "GET", "INCR", "MSET (10 keys)"] {
+            #expect(text.contains("\(test): "), "no result for \(test)")
+        }
+    }
+
+    @Test("COMMAND DOCS and COMMAND INFO carry what redis-cli and client libraries read")
+    func commandIntrospection() async throws {
+        let server = try await InProcessServer()
+        defer { Task { await server.stop() } }
+        let c = try RawClient(port: server.port)
+        guard case .array(let docs) = try c.call("COMMAND", "DOCS", "set") else { Issue.record("COMMAND DOCS is not an array"); return }
+        #expect(docs.first == .bulk("set"))
+        guard case .array(let fields) = docs.last else { Issue.record("no doc map"); return }
+        #expect(fields.contains(.bulk("summary")))
+        #expect(fields.contains(.bulk("arguments")))
+        guard case .array(let info) = try c.call("COMMAND", "INFO", "mset", "get") else { Issue.record("no info"); return }
+        guard case .array(let mset) = info.first else { Issue.record("no mset info"); return }
+        #expect(mset[0] == .bulk("mset"))
+        #expect(mset[1] == .integer(-3))
+        #expect(mset[3] == .integer(1))
+        #expect(mset[4] == .integer(-1))
+        #expect(mset[5] == .integer(2))
+        guard case .integer(let count) = try c.call("COMMAND", "COUNT") else { Issue.record("no count"); return }
+        guard case .array(let all) = try c.call("COMMAND") else { Issue.record("no COMMAND"); return }
+        #expect(all.count == Int(count))
+        guard case .array(let names) = try c.call("COMMAND", "LIST") else { Issue.record("no list"); return }
+        #expect(names.contains(.bulk("getex")))
     }
 
     @Test("loopback detection for protected mode")
