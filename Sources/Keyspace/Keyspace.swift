@@ -88,7 +88,7 @@ public enum KeyHash {
 /// One stored key's value and metadata.
 public struct Entry: Sendable {
     /// The string value, in storage of its own (never a view into a network buffer).
-    public var value: ByteBuffer
+    public var value: StoredBytes
     /// Expiry deadline on the keyspace clock, or 0 when the key does not expire.
     public var deadline: Int64
     /// Position of the key in its shard's `expiring` list, or -1.
@@ -116,8 +116,8 @@ public struct ShardState {
     public var expiringCount: Int { expiring.count }
 
     @inline(__always)
-    static func cost(_ key: Key, _ value: ByteBuffer) -> Int {
-        key.bytes.readableBytes + value.readableBytes + entryOverheadBytes
+    static func cost(_ key: Key, _ value: StoredBytes) -> Int {
+        key.bytes.readableBytes + value.count + entryOverheadBytes
     }
 
     /// The live entry for `key`, removing it first if its deadline has passed (lazy expiry).
@@ -150,10 +150,14 @@ public struct ShardState {
 
     /// Stores `value` under `key`. The deadline is `deadline` (0 for none), or the existing one when `keepTTL`.
     public mutating func set(_ key: Key, value: ByteBuffer, deadline: Int64, keepTTL: Bool = false) {
-        let stored = value.compactCopy()
+        set(key, value: StoredBytes(value), deadline: deadline, keepTTL: keepTTL)
+    }
+
+    /// Stores `stored` under `key`. The deadline is `deadline` (0 for none), or the existing one when `keepTTL`.
+    public mutating func set(_ key: Key, value stored: StoredBytes, deadline: Int64, keepTTL: Bool = false) {
         if let index = table.index(forKey: key) {
             let oldDeadline = table.values[index].deadline
-            usedBytes += stored.readableBytes - table.values[index].value.readableBytes
+            usedBytes += stored.count - table.values[index].value.count
             table.values[index].value = stored
             let newDeadline = keepTTL ? oldDeadline : deadline
             if newDeadline != oldDeadline { setDeadline(at: index, newDeadline) }
@@ -171,10 +175,14 @@ public struct ShardState {
 
     /// Replaces the value of an existing live key, keeping its deadline.
     public mutating func replaceValue(_ key: Key, with value: ByteBuffer) {
-        guard var existing = table[key] else { return }
-        usedBytes += value.readableBytes - existing.value.readableBytes
-        existing.value = value
-        table[key] = existing
+        replaceValue(key, with: StoredBytes(value))
+    }
+
+    /// Replaces the value of an existing live key, keeping its deadline.
+    public mutating func replaceValue(_ key: Key, with value: StoredBytes) {
+        guard let index = table.index(forKey: key) else { return }
+        usedBytes += value.count - table.values[index].value.count
+        table.values[index].value = value
     }
 
     /// Removes `key`. - Returns: the entry it held, or nil.

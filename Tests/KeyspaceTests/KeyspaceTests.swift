@@ -13,7 +13,7 @@ struct KeyspaceTests {
         let ks = Keyspace(shardCount: 4, clock: clock)
         let k = Self.key("lock")
         ks.withShard(for: k) { $0.set(k, value: Self.bytes("token"), deadline: 1_100) }
-        #expect(ks.withShard(for: k) { $0.entry(k, now: clock.now()) }?.value == Self.bytes("token"))
+        #expect(ks.withShard(for: k) { $0.entry(k, now: clock.now()) }?.value == StoredBytes(Self.bytes("token")))
         clock.set(1_100)
         // At the deadline the key still lives (Redis expires when now > deadline).
         #expect(ks.withShard(for: k) { $0.entry(k, now: clock.now()) } != nil)
@@ -99,7 +99,22 @@ struct KeyspaceTests {
         let v = big.getSlice(at: 10, length: 5)!
         ks.withShard(0) { $0.set(k, value: v, deadline: 0) }
         let stored = ks.withShard(0) { $0.entry(k, now: 0) }!
-        #expect(stored.value.capacity < 1024)
+        // Short values live inline in the entry; longer ones in storage of their own size.
+        #expect(stored.value == StoredBytes(v))
+        #expect(stored.value.count == 5)
+        let storedKey = ks.withShard(0) { $0.table.keys.first }
+        #expect(storedKey == k)
+        #expect((storedKey?.bytes.capacity ?? Int.max) < 1024)
+    }
+
+    @Test("stored bytes round-trip at and around the inline capacity", arguments: [0, 1, 23, 24, 25, 64, 100_000])
+    func storedBytes(length: Int) {
+        let bytes = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
+        let stored = StoredBytes(ByteBuffer(bytes: bytes))
+        #expect(stored.count == length)
+        #expect(stored.withUnsafeBytes { Array($0) } == bytes)
+        #expect(stored == StoredBytes(ByteBuffer(bytes: bytes)))
+        if length > 0 { #expect(stored != StoredBytes(ByteBuffer(bytes: bytes.dropLast()))) }
     }
 
     @Test("multi-key locking covers every shard named, in order, once")

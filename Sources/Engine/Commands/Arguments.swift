@@ -1,3 +1,4 @@
+import Keyspace
 import NIOCore
 import RESP
 #if canImport(Glibc)
@@ -9,6 +10,12 @@ import Darwin
 #endif
 
 extension ByteBuffer {
+    /// `$<len>\r\n<bytes>\r\n` from a stored value.
+    @inline(__always)
+    mutating func writeRESPBulk(_ value: StoredBytes) {
+        value.withUnsafeBytes { writeRESPBulk(bytes: $0) }
+    }
+
     /// Whether the readable bytes equal `word` ignoring ASCII case; `word` must be lowercase.
     @inline(__always)
     public func isToken(_ word: StaticString) -> Bool {
@@ -38,9 +45,17 @@ enum Arg {
 
     /// A long double the way Redis's `string2ld` reads one (for `INCRBYFLOAT`).
     static func longDouble(_ b: ByteBuffer) -> Float80? {
-        let n = b.readableBytes
+        longDouble(Array(b.readableBytesView))
+    }
+
+    static func longDouble(_ b: StoredBytes) -> Float80? {
+        longDouble(b.withUnsafeBytes { Array($0) })
+    }
+
+    static func longDouble(_ input: [UInt8]) -> Float80? {
+        let n = input.count
         guard n > 0 && n < 5 * 1024 else { return nil }
-        var bytes = Array(b.readableBytesView)
+        var bytes = input
         if bytes.contains(0) { return nil }
         bytes.append(0)
         return bytes.withUnsafeBufferPointer { p -> Float80? in

@@ -246,10 +246,10 @@ enum StringCommands {
                 shard.set(key, value: suffix, deadline: 0)
                 return suffix.readableBytes
             }
-            let total = e.value.readableBytes + suffix.readableBytes
+            let total = e.value.count + suffix.readableBytes
             if total > limit { throw .stringTooLong }
             var value = ByteBufferAllocator().buffer(capacity: total)
-            value.writeImmutableBuffer(e.value)
+            value.writeStoredBytes(e.value)
             value.writeImmutableBuffer(suffix)
             shard.replaceValue(key, with: value)
             return total
@@ -261,7 +261,7 @@ enum StringCommands {
     static func strlen(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
         let now = inv.now
         let key = Key(inv.args[1])
-        let n = engine.keyspace.withShard(for: key) { $0.entry(key, now: now)?.value.readableBytes ?? 0 }
+        let n = engine.keyspace.withShard(for: key) { $0.entry(key, now: now)?.value.count ?? 0 }
         inv.out.writeRESPInteger(Int64(n))
     }
 
@@ -276,7 +276,7 @@ enum StringCommands {
                 inv.out.writeStaticString("$0\r\n\r\n")
                 return
             }
-            let length = Int64(e.value.readableBytes)
+            let length = Int64(e.value.count)
             if start < 0 && end < 0 && start > end {
                 inv.out.writeStaticString("$0\r\n\r\n")
                 return
@@ -289,7 +289,8 @@ enum StringCommands {
             if start > end || length == 0 {
                 inv.out.writeStaticString("$0\r\n\r\n")
             } else {
-                inv.out.writeRESPBulk(e.value.getSlice(at: e.value.readerIndex + Int(start), length: Int(end - start + 1))!)
+                let range = Int(start)...Int(end)
+                e.value.withUnsafeBytes { inv.out.writeRESPBulk(bytes: UnsafeRawBufferPointer(rebasing: $0[range])) }
             }
         }
     }
@@ -303,13 +304,13 @@ enum StringCommands {
         let limit = Int64(engine.config.maxBulkLength.load(ordering: .relaxed))
         let length: Int = try engine.keyspace.withShard(for: key) { (shard: inout ShardState) throws(CommandError) -> Int in
             let existing = shard.entry(key, now: now)
-            if patch.readableBytes == 0 { return existing?.value.readableBytes ?? 0 }
+            if patch.readableBytes == 0 { return existing?.value.count ?? 0 }
             let (needed, overflow) = offset.addingReportingOverflow(Int64(patch.readableBytes))
             if overflow || needed > limit { throw .stringTooLong }
-            let oldLength = existing?.value.readableBytes ?? 0
+            let oldLength = existing?.value.count ?? 0
             let total = max(oldLength, Int(needed))
             var value = ByteBufferAllocator().buffer(capacity: total)
-            if let existing { value.writeImmutableBuffer(existing.value) }
+            if let existing { value.writeStoredBytes(existing.value) }
             if Int(offset) > oldLength { value.writeRepeatingByte(0, count: Int(offset) - oldLength) }
             value.setBuffer(patch, at: value.readerIndex + Int(offset))
             value.moveWriterIndex(to: value.readerIndex + total)
@@ -327,7 +328,7 @@ enum StringCommands {
             let existing = shard.entry(key, now: now)
             var current: Int64 = 0
             if let existing {
-                guard let v = RedisInteger.parse(existing.value) else { throw .notInteger }
+                guard let v = existing.value.withUnsafeBytes({ RedisInteger.parse($0) }) else { throw .notInteger }
                 current = v
             }
             if (increment < 0 && current < 0 && increment < Int64.min - current)
@@ -335,8 +336,9 @@ enum StringCommands {
                 throw .overflow
             }
             let next = current + increment
-            var value = ByteBufferAllocator().buffer(capacity: 20)
-            value.writeDecimal(next)
+            var digits = ByteBuffer()
+            digits.writeDecimal(next)
+            let value = StoredBytes(digits)
             if existing != nil { shard.replaceValue(key, with: value) } else { shard.set(key, value: value, deadline: 0) }
             return next
         }
@@ -369,7 +371,7 @@ enum StringCommands {
             let next = current + increment
             if next.isNaN || next.isInfinite { throw CommandError("ERR increment would produce NaN or Infinity") }
             let text = Arg.humanLongDouble(next)
-            let value = ByteBuffer(string: text)
+            let value = StoredBytes(string: text)
             if existing != nil { shard.replaceValue(key, with: value) } else { shard.set(key, value: value, deadline: 0) }
             return text
         }
