@@ -257,6 +257,17 @@ public enum InlineSplitter {
             if p >= end { return result }
             var current: [UInt8] = []
             var inDouble = false, inSingle = false, done = false
+            /// A byte inside quotes: the closing quote must be followed by a space or the end.
+            func quoted(_ c: UInt8, closing: UInt8) throws(RESPParsingError) {
+                if c == closing {
+                    if at(p + 1) != 0 && !isSpace(at(p + 1)) { throw RESPParsingError(.unbalancedQuotes) }
+                    done = true
+                } else if c == 0 {
+                    throw RESPParsingError(.unbalancedQuotes)
+                } else {
+                    current.append(c)
+                }
+            }
             while !done {
                 let c = at(p)
                 if inDouble {
@@ -273,25 +284,15 @@ public enum InlineSplitter {
                         case UInt8(ascii: "a"): current.append(7)
                         default: current.append(at(p))
                         }
-                    } else if c == UInt8(ascii: "\"") {
-                        if at(p + 1) != 0 && !isSpace(at(p + 1)) { throw RESPParsingError(.unbalancedQuotes) }
-                        done = true
-                    } else if c == 0 {
-                        throw RESPParsingError(.unbalancedQuotes)
                     } else {
-                        current.append(c)
+                        try quoted(c, closing: UInt8(ascii: "\""))
                     }
                 } else if inSingle {
                     if c == UInt8(ascii: "\\") && at(p + 1) == UInt8(ascii: "'") {
                         p += 1
                         current.append(UInt8(ascii: "'"))
-                    } else if c == UInt8(ascii: "'") {
-                        if at(p + 1) != 0 && !isSpace(at(p + 1)) { throw RESPParsingError(.unbalancedQuotes) }
-                        done = true
-                    } else if c == 0 {
-                        throw RESPParsingError(.unbalancedQuotes)
                     } else {
-                        current.append(c)
+                        try quoted(c, closing: UInt8(ascii: "'"))
                     }
                 } else {
                     switch c {

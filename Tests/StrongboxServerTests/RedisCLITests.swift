@@ -64,3 +64,20 @@ struct RedisCLITests {
         #expect(try c.call("GET", "mass:99999") == .bulk("value-99999"))
     }
 }
+
+/// redis-py, the most used Python client, which speaks RESP3 by default and sends
+/// `CLIENT SETINFO` on every connection.
+@Suite("redis-py")
+struct RedisPyTests {
+    @Test("redis-py in RESP3 and RESP2: commands, errors, pipelines, SCAN, INFO")
+    func redisPy() async throws {
+        let check = try #require(Bundle.module.url(forResource: "Corpus/redis_py_check", withExtension: "py"))
+        let probe = try runProgram("/usr/bin/env", ["python3", "-c", "import redis"])
+        try #require(probe.status == 0, "python3 module redis is not installed (Tools/deps installs it)")
+        let server = try await InProcessServer()
+        defer { Task { await server.stop() } }
+        let r = try runProgram("/usr/bin/env", ["python3", check.path, "\(server.port)"], timeout: 120)
+        #expect(r.status == 0, "redis-py: \(r.stdout)\(r.stderr)")
+        #expect(r.stdout.contains("all checks passed"))
+    }
+}

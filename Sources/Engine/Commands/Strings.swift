@@ -135,27 +135,24 @@ enum StringCommands {
 
     /// GET key · - Complexity: O(1)
     static func get(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
-        let now = inv.now
-        let key = Key(inv.args[1])
-        let version = inv.version
-        engine.keyspace.withShard(for: key) { shard in
-            if let e = shard.lookupForRead(key, now: now) {
-                inv.out.writeRESPBulk(e.value)
-            } else {
-                inv.out.writeRESPNull(version: version)
-            }
-        }
+        readGeneric(engine, &inv, delete: false)
     }
 
     /// GETDEL key · - Complexity: O(1)
     static func getdel(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
+        readGeneric(engine, &inv, delete: true)
+    }
+
+    /// GET and GETDEL: reply the value or null, counting a hit or a miss.
+    @inline(__always)
+    static func readGeneric(_ engine: Engine, _ inv: inout Invocation, delete: Bool) {
         let now = inv.now
         let key = Key(inv.args[1])
         let version = inv.version
         engine.keyspace.withShard(for: key) { shard in
             if let e = shard.lookupForRead(key, now: now) {
                 inv.out.writeRESPBulk(e.value)
-                shard.remove(key)
+                if delete { shard.remove(key) }
             } else {
                 inv.out.writeRESPNull(version: version)
             }
