@@ -46,6 +46,36 @@ struct RedisCLITests {
         #expect(try runProgram(Self.cli, p + ["SET", "k", "v"]).stdout == "OK\n")
     }
 
+    @Test("interactive redis-cli shows argument hints built from COMMAND DOCS")
+    func hints() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: Self.cli), "redis-cli is not installed")
+        try #require(FileManager.default.isExecutableFile(atPath: "/usr/bin/tmux"), "tmux is not installed")
+        let server = try await InProcessServer()
+        defer { Task { await server.stop() } }
+        let session = "sb-hints-\(server.port)"
+        let screenFile = FileManager.default.temporaryDirectory.appendingPathComponent("\(session).txt").path
+        // tmux's server outlives the command that starts it, which Foundation's Process waits
+        // on: drive tmux through the shell instead.
+        func tmux(_ arguments: String) -> Int32 { system("/usr/bin/tmux \(arguments) </dev/null >/dev/null 2>&1") }
+        // A real terminal: redis-cli only shows hints when it talks to a tty.
+        try #require(tmux("new-session -d -s \(session) -x 200 -y 10 '\(Self.cli) -p \(server.port)'") == 0)
+        defer { _ = tmux("kill-session -t \(session)") }
+        func screen(after typing: String?, contains text: String) throws -> Bool {
+            if let typing { _ = tmux("send-keys -t \(session) C-u '\(typing)'") }
+            for _ in 0..<50 {
+                _ = system("/usr/bin/tmux capture-pane -t \(session) -p > \(screenFile) 2>/dev/null")
+                if let shown = try? String(contentsOfFile: screenFile, encoding: .utf8), shown.contains(text) { return true }
+                usleep(100_000)
+            }
+            return false
+        }
+        // Wait for the prompt: redis-cli reads COMMAND DOCS before it shows one.
+        try #require(try screen(after: nil, contains: "127.0.0.1:\(server.port)>"))
+        #expect(try screen(after: "SET k v ", contains: "SET k v [NX|XX] [GET] [EX seconds|PX milliseconds"))
+        #expect(try screen(after: "EXPIRE k 10 ", contains: "EXPIRE k 10 [NX|XX|GT|LT]"))
+        #expect(try screen(after: "CLIENT SETNAME ", contains: "CLIENT SETNAME connection-name"))
+    }
+
     @Test("--pipe mass insertion of 100,000 keys")
     func massInsertion() async throws {
         try #require(FileManager.default.isExecutableFile(atPath: Self.cli), "redis-cli is not installed")
