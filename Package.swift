@@ -28,9 +28,13 @@ let package = Package(
             dependencies: [.product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
+        .systemLibrary(
+            name: "CXXHash",
+            providers: [.apt(["libxxhash-dev"])]
+        ),
         .target(
             name: "Engine",
-            dependencies: ["RESP", "Keyspace", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["RESP", "Keyspace", "CXXHash", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
         .target(

@@ -22,10 +22,18 @@ public protocol KeyspaceClock: Sendable {
 public struct SystemClock: KeyspaceClock {
     private let anchorUnixNanos: Int64
     private let anchorMonotonicNanos: Int64
+    private let monotonic: @Sendable () -> Int64
 
     public init() {
-        anchorUnixNanos = Self.read(CLOCK_REALTIME)
-        anchorMonotonicNanos = Self.read(CLOCK_MONOTONIC)
+        self.init(realtimeNanos: { Self.read(CLOCK_REALTIME) }, monotonicNanos: { Self.read(CLOCK_MONOTONIC) })
+    }
+
+    /// A clock on given time sources (tests use this to jump the wall clock). The wall clock is
+    /// read once, here; from then on only the monotonic source moves `now()`.
+    public init(realtimeNanos: @Sendable () -> Int64, monotonicNanos: @escaping @Sendable () -> Int64) {
+        anchorUnixNanos = realtimeNanos()
+        anchorMonotonicNanos = monotonicNanos()
+        monotonic = monotonicNanos
     }
 
     @inline(__always)
@@ -37,12 +45,7 @@ public struct SystemClock: KeyspaceClock {
 
     @inline(__always)
     public func now() -> Int64 {
-        (anchorUnixNanos + (Self.read(CLOCK_MONOTONIC) - anchorMonotonicNanos)) / 1_000_000
-    }
-
-    /// Microseconds since the epoch, for `TIME`, on the same anchored clock.
-    public func nowMicroseconds() -> Int64 {
-        (anchorUnixNanos + (Self.read(CLOCK_MONOTONIC) - anchorMonotonicNanos)) / 1_000
+        (anchorUnixNanos + (monotonic() - anchorMonotonicNanos)) / 1_000_000
     }
 }
 

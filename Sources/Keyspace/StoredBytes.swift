@@ -1,4 +1,11 @@
 import NIOCore
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// A value as the keyspace stores it: up to 24 bytes inline in the entry, longer ones in a single
 /// heap allocation holding the bytes directly.
@@ -74,6 +81,16 @@ public struct StoredBytes: Sendable, Equatable {
         case .heap(let h):
             return try h.storage.withUnsafeMutablePointers { (count: UnsafeMutablePointer<Int>, bytes: UnsafeMutablePointer<UInt8>) throws(E) -> R in
                 try body(UnsafeRawBufferPointer(start: bytes, count: count.pointee))
+            }
+        }
+    }
+
+    /// Whether the bytes equal the readable bytes of `buffer`.
+    @inlinable
+    public func equals(_ buffer: ByteBuffer) -> Bool {
+        withUnsafeBytes { mine in
+            buffer.withUnsafeReadableBytes { theirs in
+                mine.count == theirs.count && (mine.count == 0 || memcmp(mine.baseAddress!, theirs.baseAddress!, mine.count) == 0)
             }
         }
     }

@@ -23,6 +23,30 @@ struct KeyspaceTests {
         #expect(ks.totals().expiredKeys == 1)
     }
 
+    @Test("a wall-clock jump neither extends nor shortens a lock")
+    func wallClockJump() {
+        final class Sources: @unchecked Sendable {
+            var wall: Int64 = 1_700_000_000_000_000_000
+            var mono: Int64 = 5_000_000_000
+        }
+        let t = Sources()
+        let clock = SystemClock(realtimeNanos: { t.wall }, monotonicNanos: { t.mono })
+        let ks = Keyspace(shardCount: 1, clock: clock)
+        let lock = Self.key("lock")
+        let start = clock.now()
+        ks.withShard(0) { $0.set(lock, value: Self.bytes("tok"), deadline: start + 30_000) }
+        // The wall clock leaps an hour ahead, then two hours back; 10 s pass for real.
+        t.wall += 3_600_000_000_000
+        t.mono += 10_000_000_000
+        #expect(clock.now() == start + 10_000)
+        #expect(ks.withShard(0) { $0.entry(lock, now: clock.now()) } != nil)
+        t.wall -= 7_200_000_000_000
+        t.mono += 19_000_000_000
+        #expect(ks.withShard(0) { $0.entry(lock, now: clock.now()) } != nil)
+        t.mono += 1_001_000_000
+        #expect(ks.withShard(0) { $0.entry(lock, now: clock.now()) } == nil)
+    }
+
     @Test("the active sweep reclaims expired keys nobody reads")
     func activeSweep() {
         let clock = ManualClock(0)

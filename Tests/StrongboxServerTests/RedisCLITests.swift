@@ -71,7 +71,7 @@ struct RedisCLITests {
         }
         // Wait for the prompt: redis-cli reads COMMAND DOCS before it shows one.
         try #require(try screen(after: nil, contains: "127.0.0.1:\(server.port)>"))
-        #expect(try screen(after: "SET k v ", contains: "SET k v [NX|XX] [GET] [EX seconds|PX milliseconds"))
+        #expect(try screen(after: "SET k v ", contains: "SET k v [NX|XX|IFEQ ifeq-value|IFNE ifne-value"))
         #expect(try screen(after: "EXPIRE k 10 ", contains: "EXPIRE k 10 [NX|XX|GT|LT]"))
         #expect(try screen(after: "CLIENT SETNAME ", contains: "CLIENT SETNAME connection-name"))
     }

@@ -10,16 +10,26 @@ enum ExpiryCommands {
     }
 
     /// The one implementation behind EXPIRE, PEXPIRE, EXPIREAT and PEXPIREAT (Redis's `expireGenericCommand`).
-    /// `key seconds|ms [NX | XX | GT | LT]` · - Complexity: O(1)
+    /// `key seconds|ms [NX | XX | GT | LT] [IFEQ value]` · - Complexity: O(1)
+    ///
+    /// `IFEQ value` is Strongbox's compare-and-extend: the deadline changes only while the key
+    /// still holds `value` (a lock's token), atomically.
     static func expire(_ engine: Engine, _ inv: inout Invocation, seconds: Bool, absolute: Bool, name: String) throws(CommandError) {
         var flags: Flags = []
-        for j in 3..<max(3, inv.argc) {
+        var match: ByteBuffer? = nil
+        var j = 3
+        while j < inv.argc {
             let opt = inv.args[j]
-            if opt.isToken("nx") { flags.insert(.nx) }
+            if opt.isToken("ifeq") && j + 1 < inv.argc && match == nil {
+                match = inv.args[j + 1]
+                j += 1
+            }
+            else if opt.isToken("nx") { flags.insert(.nx) }
             else if opt.isToken("xx") { flags.insert(.xx) }
             else if opt.isToken("gt") { flags.insert(.gt) }
             else if opt.isToken("lt") { flags.insert(.lt) }
             else { throw CommandError("ERR Unsupported option \(opt.text)") }
+            j += 1
         }
         if flags.contains(.nx) && !flags.isDisjoint(with: [.xx, .gt, .lt]) {
             throw CommandError("ERR NX and XX, GT or LT options at the same time are not compatible")
@@ -39,6 +49,7 @@ enum ExpiryCommands {
         let key = Key(inv.args[1])
         let result: Int64 = engine.keyspace.withShard(for: key) { shard in
             guard let entry = shard.entry(key, now: now) else { return 0 }
+            if let match, !entry.value.equals(match) { return 0 }
             let current: Int64 = entry.hasDeadline ? entry.deadline : -1
             if flags.contains(.nx) && current != -1 { return 0 }
             if flags.contains(.xx) && current == -1 { return 0 }

@@ -6,7 +6,8 @@ import RESP
 enum StringCommands {
     /// Options of the SET/GETEX grammar, parsed with Redis's exact rules of which may combine.
     struct SetOptions {
-        enum Condition { case none, nx, xx }
+        /// NX, XX, or a compare condition (IFEQ/IFNE on the value, IFDEQ/IFDNE on its digest).
+        enum Condition: Equatable { case none, nx, xx, ifeq(ByteBuffer), ifne(ByteBuffer), ifdeq(ByteBuffer), ifdne(ByteBuffer) }
         enum Expiry { case none, ex, px, exat, pxat, keepTTL, persist }
         var condition = Condition.none
         var get = false
@@ -19,10 +20,13 @@ enum StringCommands {
             while j < args.count {
                 let opt = args[j]
                 let hasNext = j + 1 < args.count
-                if forSet && opt.isToken("nx") && condition != .xx {
+                if forSet && opt.isToken("nx") && (condition == .none || condition == .nx) {
                     condition = .nx
-                } else if forSet && opt.isToken("xx") && condition != .nx {
+                } else if forSet && opt.isToken("xx") && (condition == .none || condition == .xx) {
                     condition = .xx
+                } else if forSet && hasNext && condition == .none, let compare = ValueCondition.parse(opt, args[j + 1]) {
+                    condition = compare
+                    j += 1
                 } else if forSet && opt.isToken("get") {
                     get = true
                 } else if forSet && opt.isToken("keepttl") && (expiry == .none || expiry == .keepTTL) {
@@ -98,8 +102,7 @@ enum StringCommands {
             if options.get {
                 if let existing { inv.out.writeRESPBulk(existing.value) } else { inv.out.writeRESPNull(version: version) }
             }
-            let found = existing != nil
-            if (options.condition == .nx && found) || (options.condition == .xx && !found) {
+            if !options.condition.allows(existing?.value) {
                 if !options.get {
                     if let abortReply { inv.out.writeRESPInteger(abortReply) } else { inv.out.writeRESPNull(version: version) }
                 }
@@ -373,5 +376,33 @@ enum StringCommands {
             return text
         }
         inv.out.writeRESPBulk(string: text)
+    }
+}
+
+/// The compare conditions of SET, DELEX and EXPIRE … IFEQ: on the value itself or on its digest.
+enum ValueCondition {
+    /// `IFEQ v`, `IFNE v`, `IFDEQ d`, `IFDNE d` as a SET condition, or nil when `token` is none of them.
+    static func parse(_ token: ByteBuffer, _ operand: ByteBuffer) -> StringCommands.SetOptions.Condition? {
+        if token.isToken("ifeq") { return .ifeq(operand) }
+        if token.isToken("ifne") { return .ifne(operand) }
+        if token.isToken("ifdeq") { return .ifdeq(operand) }
+        if token.isToken("ifdne") { return .ifdne(operand) }
+        return nil
+    }
+}
+
+extension StringCommands.SetOptions.Condition {
+    /// Whether the write may go ahead given the key's current value (nil: missing).
+    /// IFEQ/IFDEQ never create a key; IFNE/IFDNE do.
+    func allows(_ current: StoredBytes?) -> Bool {
+        switch self {
+        case .none: return true
+        case .nx: return current == nil
+        case .xx: return current != nil
+        case .ifeq(let match): return current.map { $0.equals(match) } ?? false
+        case .ifne(let match): return current.map { !$0.equals(match) } ?? true
+        case .ifdeq(let digest): return current.map { Digest.matches($0, digest) } ?? false
+        case .ifdne(let digest): return current.map { !Digest.matches($0, digest) } ?? true
+        }
     }
 }

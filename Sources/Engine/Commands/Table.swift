@@ -26,13 +26,27 @@ enum Commands {
                     summary: summary, hint: hint, handler: handler)
     }
 
-    static let all: [CommandSpec] = strings + keys + expiry + connectionCommands + server
+    static let all: [CommandSpec] = strings + locks + keys + expiry + connectionCommands + server
+
+    static let locks: [CommandSpec] = [
+        string("delex", -2, writeFast, ["@write", "@string", "@fast"], since: "8.4.0",
+               "Conditionally removes the specified key based on value or digest comparison.", complexity: "O(1) for IFEQ/IFNE, O(N) for IFDEQ/IFDNE",
+               hint: "key [IFEQ ifeq-value|IFNE ifne-value|IFDEQ ifdeq-digest|IFDNE ifdne-digest]", LockCommands.delex),
+        string("digest", 2, readFast, ["@read", "@string", "@fast"], since: "8.4.0",
+               "Returns the XXH3 hash digest of a string value as a hex string.", complexity: "O(N)", hint: "key", LockCommands.digest),
+        string("delifeq", 3, writeFast, ["@write", "@string", "@fast"], since: "9.0.0",
+               "Deletes the key if it holds the given value.", hint: "key value", LockCommands.delifeq),
+        string("cad", 3, writeFast, ["@write", "@string", "@fast"], since: "0.1.0",
+               "Compare and delete: deletes the key if it holds the given value; -1 when missing.", hint: "key value", LockCommands.cad),
+        string("cas", -4, writeOOM, ["@write", "@string", "@fast"], since: "0.1.0",
+               "Compare and set: replaces the value if it equals the old one; -1 when missing.", hint: "key oldvalue newvalue [EX seconds|PX milliseconds]", LockCommands.cas),
+    ]
 
     static let strings: [CommandSpec] = [
         string("get", 2, readFast, ["@read", "@string", "@fast"], since: "1.0.0", "Returns the string value of a key.", hint: "key", StringCommands.get),
         string("set", -3, writeOOM, ["@write", "@string", "@slow"], since: "1.0.0",
                "Sets the string value of a key, ignoring its type. The key is created if it doesn't exist.",
-               hint: "key value [NX|XX] [GET] [EX seconds|PX milliseconds|EXAT unix-time-seconds|PXAT unix-time-milliseconds|KEEPTTL]", StringCommands.set),
+               hint: "key value [NX|XX|IFEQ ifeq-value|IFNE ifne-value|IFDEQ ifdeq-digest|IFDNE ifdne-digest] [GET] [EX seconds|PX milliseconds|EXAT unix-time-seconds|PXAT unix-time-milliseconds|KEEPTTL]", StringCommands.set),
         string("setnx", 3, writeOOMFast, ["@write", "@string", "@fast"], since: "1.0.0", "Set the string value of a key only when the key doesn't exist.", hint: "key value", StringCommands.setnx),
         string("setex", 4, writeOOM, ["@write", "@string", "@slow"], since: "2.0.0", "Sets the string value and expiration time of a key.", hint: "key seconds value", StringCommands.setex),
         string("psetex", 4, writeOOM, ["@write", "@string", "@slow"], since: "2.6.0", "Sets both string value and expiration time in milliseconds of a key.", hint: "key milliseconds value", StringCommands.psetex),
@@ -72,9 +86,9 @@ enum Commands {
     ]
 
     static let expiry: [CommandSpec] = [
-        generic("expire", -3, writeFast, ["@keyspace", "@write", "@fast"], since: "1.0.0", "Sets the expiration time of a key in seconds.", hint: "key seconds [NX|XX|GT|LT]") { e, i throws(CommandError) in
+        generic("expire", -3, writeFast, ["@keyspace", "@write", "@fast"], since: "1.0.0", "Sets the expiration time of a key in seconds.", hint: "key seconds [NX|XX|GT|LT] [IFEQ value]") { e, i throws(CommandError) in
             try ExpiryCommands.expire(e, &i, seconds: true, absolute: false, name: "expire") },
-        generic("pexpire", -3, writeFast, ["@keyspace", "@write", "@fast"], since: "2.6.0", "Sets the expiration time of a key in milliseconds.", hint: "key milliseconds [NX|XX|GT|LT]") { e, i throws(CommandError) in
+        generic("pexpire", -3, writeFast, ["@keyspace", "@write", "@fast"], since: "2.6.0", "Sets the expiration time of a key in milliseconds.", hint: "key milliseconds [NX|XX|GT|LT] [IFEQ value]") { e, i throws(CommandError) in
             try ExpiryCommands.expire(e, &i, seconds: false, absolute: false, name: "pexpire") },
         generic("expireat", -3, writeFast, ["@keyspace", "@write", "@fast"], since: "1.2.0", "Sets the expiration time of a key to a Unix timestamp.", hint: "key unix-time-seconds [NX|XX|GT|LT]") { e, i throws(CommandError) in
             try ExpiryCommands.expire(e, &i, seconds: true, absolute: true, name: "expireat") },
