@@ -16,6 +16,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         .target(
@@ -32,9 +33,17 @@ let package = Package(
             name: "CXXHash",
             providers: [.apt(["libxxhash-dev"])]
         ),
+        .systemLibrary(
+            name: "CLua",
+            providers: [.apt(["liblua5.1-0-dev"])]
+        ),
         .target(
             name: "Engine",
-            dependencies: ["RESP", "Keyspace", "CXXHash", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "RESP", "Keyspace", "CXXHash", "CLua",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: strict
         ),
         .target(

@@ -63,10 +63,16 @@ public final class Engine: Sendable {
     public let table: CommandTable
     private let hostBox = Mutex<(any EngineHost)?>(nil)
     public let startedAt: Int64
+    /// Lua scripting (`EVAL`, `SCRIPT`).
+    public let scripts = ScriptEngine()
+    /// Where `redis.log` lines go: (level 0…3, message).
+    public let scriptLog: @Sendable (Int, String) -> Void
 
-    public init(keyspace: Keyspace = Keyspace(), config: ConfigStore = ConfigStore()) {
+    public init(keyspace: Keyspace = Keyspace(), config: ConfigStore = ConfigStore(),
+                scriptLog: @escaping @Sendable (Int, String) -> Void = { _, _ in }) {
         self.keyspace = keyspace
         self.config = config
+        self.scriptLog = scriptLog
         self.table = CommandTable(Commands.all)
         self.startedAt = keyspace.clock.now()
     }
@@ -81,7 +87,7 @@ public final class Engine: Sendable {
     /// Runs the command in `invocation.args` and appends its reply to `invocation.out`.
     ///
     /// The unknown-command, arity and auth checks happen here, once, before any command code.
-    public func execute(_ invocation: inout Invocation) {
+    public func execute(_ invocation: inout Invocation, fromScript: Bool = false) {
         guard let name = invocation.args.first else { return }
         guard var spec: CommandSpec = table.lookup(name) else {
             invocation.out.writeRESPError(Self.unknownCommandMessage(invocation.args))
@@ -107,6 +113,13 @@ public final class Engine: Sendable {
         invocation.session.lastCommand = spec.name
         invocation.session.commandsSinceFlush &+= 1
         invocation.now = keyspace.clock.now()
+        // A script that has run past busy-reply-threshold: only the allow_busy commands go ahead.
+        let scriptSince = scripts.runningSince.load(ordering: .relaxed)
+        if scriptSince != 0 && !fromScript && !spec.flags.contains("allow_busy")
+            && invocation.now - scriptSince >= scripts.busyThresholdMilliseconds.load(ordering: .relaxed) {
+            invocation.out.writeRESPError("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.")
+            return
+        }
         guard let handler = spec.handler else { return }
         do {
             try handler(self, &invocation)

@@ -1,4 +1,5 @@
 import NIOCore
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -263,6 +264,16 @@ public struct ShardState {
     }
 }
 
+/// An identifier of the calling thread (nonzero).
+@inline(__always)
+func currentThreadID() -> UInt {
+    #if canImport(Darwin)
+    return UInt(bitPattern: pthread_self())
+    #else
+    return UInt(pthread_self())
+    #endif
+}
+
 extension Dictionary {
     /// Removes `key` and returns the stored key with its value (the stored key is the one to account for).
     fileprivate mutating func removeValue(forKeyReturningKey key: Key) -> (Key, Value)? {
@@ -297,6 +308,16 @@ public final class Keyspace: @unchecked Sendable {
     // Shard storage lives in one allocation reached through a pointer: no reference counting
     // and no dynamic exclusivity checks on the per-command path.
     private let slots: UnsafeMutablePointer<Slot>
+    /// The thread holding every shard lock for an atomic script, or 0. Its own commands then
+    /// run without locking (they already hold everything); every other thread locks as usual
+    /// and so waits for the script to finish.
+    private let exclusiveOwner = Atomic<UInt>(0)
+
+    @inline(__always)
+    private var holdsEverything: Bool {
+        let owner = exclusiveOwner.load(ordering: .relaxed)
+        return owner != 0 && owner == currentThreadID()
+    }
 
     public init(shardCount: Int = 128, clock: any KeyspaceClock = SystemClock()) {
         self.shardCount = max(1, shardCount)
@@ -324,6 +345,7 @@ public final class Keyspace: @unchecked Sendable {
     @inline(__always)
     public func withShard<R, E: Error>(_ index: Int, _ body: (inout ShardState) throws(E) -> R) throws(E) -> R {
         let slot = slots + index
+        if holdsEverything { return try body(&slot.pointee.state) }
         pthread_mutex_lock(&slot.pointee.mutex)
         defer { pthread_mutex_unlock(&slot.pointee.mutex) }
         return try body(&slot.pointee.state)
@@ -338,6 +360,10 @@ public final class Keyspace: @unchecked Sendable {
     /// Locks the shards of all `keys` in index order, runs `body` with access to them, then unlocks.
     /// The `ShardSet` is valid only inside `body`.
     public func withShards<R, E: Error>(for keys: some Sequence<Key>, _ body: (inout ShardSet) throws(E) -> R) throws(E) -> R {
+        if holdsEverything {
+            var set = ShardSet(keyspace: self, slots: UnsafeMutableRawPointer(slots))
+            return try body(&set)
+        }
         var indices = Array(Set(keys.map { shardIndex(for: $0) }))
         indices.sort()
         for i in indices { pthread_mutex_lock(&slots[i].mutex) }
@@ -351,7 +377,24 @@ public final class Keyspace: @unchecked Sendable {
         withShards(indices: Array(0..<shardCount), body)
     }
 
+    /// Runs `body` holding every shard lock, so nothing else touches the keyspace meanwhile
+    /// (scripts). Commands `body` runs on this thread go ahead without locking.
+    public func withExclusiveAccess<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
+        if holdsEverything { return try body() }
+        for i in 0..<shardCount { pthread_mutex_lock(&slots[i].mutex) }
+        exclusiveOwner.store(currentThreadID(), ordering: .relaxed)
+        defer {
+            exclusiveOwner.store(0, ordering: .relaxed)
+            for i in (0..<shardCount).reversed() { pthread_mutex_unlock(&slots[i].mutex) }
+        }
+        return try body()
+    }
+
     private func withShards<R>(indices: [Int], _ body: (inout ShardSet) -> R) -> R {
+        if holdsEverything {
+            var set = ShardSet(keyspace: self, slots: UnsafeMutableRawPointer(slots))
+            return body(&set)
+        }
         for i in indices { pthread_mutex_lock(&slots[i].mutex) }
         defer { for i in indices.reversed() { pthread_mutex_unlock(&slots[i].mutex) } }
         var set = ShardSet(keyspace: self, slots: UnsafeMutableRawPointer(slots))

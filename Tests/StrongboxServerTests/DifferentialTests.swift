@@ -13,8 +13,8 @@ struct DifferentialTests {
         case sleep(Int)
     }
 
-    static func loadCorpus() throws -> [Step] {
-        let url = try #require(Bundle.module.url(forResource: "Corpus/differential", withExtension: "txt"))
+    static func loadCorpus(_ name: String = "differential") throws -> [Step] {
+        let url = try #require(Bundle.module.url(forResource: "Corpus/\(name)", withExtension: "txt"))
         let text = try String(contentsOf: url, encoding: .utf8)
         var steps: [Step] = []
         for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
@@ -96,10 +96,10 @@ struct DifferentialTests {
         #expect(commands.count >= 300)
     }
 
-    @Test("replies match redis-server byte for byte", arguments: [false, true])
-    func matchesRedis(resp3: Bool) async throws {
+    @Test("replies match redis-server byte for byte", arguments: ["differential", "scripting"], [false, true])
+    func matchesRedis(corpus: String, resp3: Bool) async throws {
         try #require(RedisServerProcess.isAvailable, "redis-server is not installed")
-        let steps = try Self.loadCorpus()
+        let steps = try Self.loadCorpus(corpus)
         let redis = try RedisServerProcess()
         defer { redis.stop() }
         let strongbox = try await InProcessServer()
@@ -117,6 +117,6 @@ struct DifferentialTests {
                 differences.append("line \(line) `\(text)`\n    redis:     \(Self.show(want))\n    strongbox: \(Self.show(got))")
             }
         }
-        #expect(differences.isEmpty, "\(differences.count) differences (RESP\(resp3 ? 3 : 2)):\n\(differences.joined(separator: "\n"))")
+        #expect(differences.isEmpty, "\(differences.count) differences in \(corpus) (RESP\(resp3 ? 3 : 2)):\n\(differences.joined(separator: "\n"))")
     }
 }

@@ -26,7 +26,37 @@ enum Commands {
                     summary: summary, hint: hint, handler: handler)
     }
 
-    static let all: [CommandSpec] = strings + locks + keys + expiry + connectionCommands + server
+    static let all: [CommandSpec] = strings + locks + keys + expiry + connectionCommands + server + scripting
+
+    private static let evalFlags = ["noscript", "stale", "skip_monitor", "may_replicate", "no_mandatory_keys", "movablekeys"]
+    private static let evalROFlags = ["noscript", "stale", "skip_monitor", "no_mandatory_keys", "readonly", "movablekeys"]
+
+    static let scripting: [CommandSpec] = [
+        CommandSpec("eval", arity: -3, flags: evalFlags, categories: ["@slow", "@scripting"], group: "scripting", since: "2.6.0",
+                    summary: "Executes a server-side Lua script.", complexity: "Depends on the script that is executed.",
+                    hint: "script numkeys [key ...] [arg ...]") { e, i throws(CommandError) in
+            try ScriptCommands.eval(e, &i, bySHA: false, readOnly: false) },
+        CommandSpec("evalsha", arity: -3, flags: evalFlags, categories: ["@slow", "@scripting"], group: "scripting", since: "2.6.0",
+                    summary: "Executes a server-side Lua script by SHA1 digest.", complexity: "Depends on the script that is executed.",
+                    hint: "sha1 numkeys [key ...] [arg ...]") { e, i throws(CommandError) in
+            try ScriptCommands.eval(e, &i, bySHA: true, readOnly: false) },
+        CommandSpec("eval_ro", arity: -3, flags: evalROFlags, categories: ["@slow", "@scripting"], group: "scripting", since: "7.0.0",
+                    summary: "Executes a read-only server-side Lua script.", complexity: "Depends on the script that is executed.",
+                    hint: "script numkeys [key ...] [arg ...]") { e, i throws(CommandError) in
+            try ScriptCommands.eval(e, &i, bySHA: false, readOnly: true) },
+        CommandSpec("evalsha_ro", arity: -3, flags: evalROFlags, categories: ["@slow", "@scripting"], group: "scripting", since: "7.0.0",
+                    summary: "Executes a read-only server-side Lua script by SHA1 digest.", complexity: "Depends on the script that is executed.",
+                    hint: "sha1 numkeys [key ...] [arg ...]") { e, i throws(CommandError) in
+            try ScriptCommands.eval(e, &i, bySHA: true, readOnly: true) },
+        CommandSpec("script", arity: -2, flags: [], categories: ["@slow"], group: "scripting", since: "2.6.0",
+                    summary: "A container for Lua scripts management commands.", subcommands: [
+            sub("script", "load", 3, ["noscript", "stale"], ["@slow", "@scripting"], group: "scripting", "Loads a server-side Lua script to the script cache.", hint: "script", ScriptCommands.load),
+            sub("script", "exists", -3, ["noscript"], ["@slow", "@scripting"], group: "scripting", "Determines whether server-side Lua scripts exist in the script cache.", hint: "sha1 [sha1 ...]", ScriptCommands.exists),
+            sub("script", "flush", -2, ["noscript"], ["@slow", "@scripting"], group: "scripting", "Removes all server-side Lua scripts from the script cache.", hint: "[ASYNC|SYNC]", ScriptCommands.flush),
+            sub("script", "kill", 2, ["noscript", "allow_busy"], ["@slow", "@scripting"], group: "scripting", "Terminates a server-side Lua script during execution.", ScriptCommands.kill),
+            sub("script", "help", 2, ["loading", "stale"], ["@slow", "@scripting"], group: "scripting", "Returns helpful text about the different subcommands.", ScriptCommands.help),
+        ], handler: nil),
+    ]
 
     static let locks: [CommandSpec] = [
         string("delex", -2, writeFast, ["@write", "@string", "@fast"], since: "8.4.0",
