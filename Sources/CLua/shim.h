@@ -29,7 +29,8 @@ static void sb_kill_hook(lua_State *L, lua_Debug *ar) {
     if (flag && sb_flag_load(flag)) {
         /* Keep firing on every instruction so a script that catches the error cannot go on. */
         lua_sethook(L, sb_kill_hook, LUA_MASKLINE | LUA_MASKCOUNT, 1);
-        luaL_error(L, "Script killed by user with SCRIPT KILL...");
+        lua_pushstring(L, "Script killed by user with SCRIPT KILL...");
+        lua_error(L);
     }
 }
 

@@ -44,6 +44,7 @@ public final class ConfigStore: Sendable {
         Parameter(name: "tcp-backlog", kind: .integer(min: 0, max: Int64(Int32.max)), mutable: false, defaultValue: "511"),
         Parameter(name: "tcp-keepalive", kind: .integer(min: 0, max: Int64(Int32.max)), mutable: true, defaultValue: "300"),
         Parameter(name: "hz", kind: .integer(min: 1, max: 500), mutable: true, defaultValue: "10"),
+        Parameter(name: "busy-reply-threshold", kind: .integer(min: 0, max: Int64(Int32.max)), mutable: true, defaultValue: "5000"),
         // Accepted so tools that ask for them (redis-benchmark asks for save and appendonly) get answers.
         Parameter(name: "databases", kind: .integer(min: 1, max: 1), mutable: false, defaultValue: "1"),
         Parameter(name: "save", kind: .string, mutable: true, defaultValue: ""),
@@ -61,6 +62,10 @@ public final class ConfigStore: Sendable {
     public let timeoutSeconds = Atomic<Int>(0)
     public let protectedMode = Atomic<Bool>(true)
     public let passwordRequired = Atomic<Bool>(false)
+    public let busyReplyThreshold = Atomic<Int64>(5000)
+
+    /// Old names that mean the same parameter.
+    static let aliases = ["lua-time-limit": "busy-reply-threshold"]
 
     public init() {
         var defaults: [String: String] = [:]
@@ -70,7 +75,8 @@ public final class ConfigStore: Sendable {
 
     public static func parameter(named name: String) -> Parameter? {
         let lower = name.lowercased()
-        return parameters.first { $0.name == lower }
+        let canonical = aliases[lower] ?? lower
+        return parameters.first { $0.name == canonical }
     }
 
     /// Parses `value` for `name` and returns the canonical form stored and reported by `CONFIG GET`.
@@ -135,17 +141,21 @@ public final class ConfigStore: Sendable {
         case "timeout": timeoutSeconds.store(Int(value) ?? 0, ordering: .relaxed)
         case "protected-mode": protectedMode.store(value == "yes", ordering: .relaxed)
         case "requirepass": passwordRequired.store(!value.isEmpty, ordering: .relaxed)
+        case "busy-reply-threshold": busyReplyThreshold.store(Int64(value) ?? 5000, ordering: .relaxed)
         default: break
         }
     }
 
     public func get(_ name: String) -> String? {
-        values.withLock { $0[name.lowercased()] }
+        let lower = name.lowercased()
+        return values.withLock { $0[Self.aliases[lower] ?? lower] }
     }
 
-    /// All parameters, in table order, with their current values.
+    /// All parameters (and their aliases), in table order, with their current values.
     public func all() -> [(String, String)] {
-        values.withLock { v in Self.parameters.map { ($0.name, v[$0.name] ?? "") } }
+        values.withLock { v in
+            Self.parameters.map { ($0.name, v[$0.name] ?? "") } + Self.aliases.map { ($0.key, v[$0.value] ?? "") }
+        }
     }
 
     public var requirePass: String { self.get("requirepass") ?? "" }

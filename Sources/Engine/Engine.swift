@@ -2,6 +2,13 @@ import Keyspace
 import NIOCore
 import RESP
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// What the engine needs from the server around it: the connection registry and the process.
 /// Implemented by `StrongboxServer`; absent in engine-only tests.
@@ -113,18 +120,33 @@ public final class Engine: Sendable {
         invocation.session.lastCommand = spec.name
         invocation.session.commandsSinceFlush &+= 1
         invocation.now = keyspace.clock.now()
-        // A script that has run past busy-reply-threshold: only the allow_busy commands go ahead.
-        let scriptSince = scripts.runningSince.load(ordering: .relaxed)
-        if scriptSince != 0 && !fromScript && !spec.flags.contains("allow_busy")
-            && invocation.now - scriptSince >= scripts.busyThresholdMilliseconds.load(ordering: .relaxed) {
-            invocation.out.writeRESPError("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.")
-            return
+        if !fromScript && scripts.runningSince.load(ordering: .relaxed) != 0 && !spec.flags.contains("allow_busy") {
+            guard waitForScript(&invocation) else {
+                invocation.out.writeRESPError("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.")
+                return
+            }
         }
         guard let handler = spec.handler else { return }
         do {
             try handler(self, &invocation)
         } catch {
             invocation.out.writeRESPError(error.message)
+        }
+    }
+
+    /// While another client's script runs, a command waits (as in Redis, nothing else runs) —
+    /// but never on the shard locks the script holds, so this loop stays able to answer
+    /// `-BUSY` and take `SCRIPT KILL` once the script passes `busy-reply-threshold`.
+    /// - Returns: true when the script finished and the command may run; false for `-BUSY`.
+    private func waitForScript(_ invocation: inout Invocation) -> Bool {
+        while true {
+            let since = scripts.runningSince.load(ordering: .relaxed)
+            if since == 0 {
+                invocation.now = keyspace.clock.now()
+                return true
+            }
+            if keyspace.clock.now() - since >= config.busyReplyThreshold.load(ordering: .relaxed) { return false }
+            usleep(500)
         }
     }
 

@@ -19,8 +19,6 @@ import Darwin
 /// interleaves with it; the one Lua state is only ever touched under that lock. Lua errors are
 /// raised only from Lua or C frames (the kill hook, the `redis.call` wrapper), never through Swift.
 public final class ScriptEngine: @unchecked Sendable {
-    /// `busy-reply-threshold`: past this, other clients get `-BUSY` (milliseconds).
-    public let busyThresholdMilliseconds = Atomic<Int64>(5000)
     /// When the running script started (keyspace clock), or 0 when none runs.
     public let runningSince = Atomic<Int64>(0)
     /// Whether the running script has written (then `SCRIPT KILL` refuses, as in Redis).

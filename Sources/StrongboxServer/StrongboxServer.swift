@@ -19,6 +19,9 @@ import Darwin
 public final class StrongboxServer: Service, EngineHost, Sendable {
     public let engine: Engine
     private let group: MultiThreadedEventLoopGroup
+    /// Accepts connections on a loop of its own, so a long script never stops new clients
+    /// (one of whom may want to send `SCRIPT KILL`) from getting in.
+    private let acceptGroup: MultiThreadedEventLoopGroup
     private let ownsGroup: Bool
     private let logger: Logger
     private let registry: ClientRegistry
@@ -35,6 +38,7 @@ public final class StrongboxServer: Service, EngineHost, Sendable {
         self.engine = engine
         self.threads = threads > 0 ? threads : System.coreCount
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: self.threads)
+        self.acceptGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         self.ownsGroup = true
         self.logger = logger
         self.registry = ClientRegistry(config: engine.config)
@@ -57,7 +61,7 @@ public final class StrongboxServer: Service, EngineHost, Sendable {
         let port = engine.config.integer("port")
         let backlog = engine.config.integer("tcp-backlog")
         let addresses = (engine.config.get("bind") ?? "127.0.0.1").split(separator: " ").map(String.init)
-        let bootstrap = ServerBootstrap(group: group)
+        let bootstrap = ServerBootstrap(group: acceptGroup, childGroup: group)
             .serverChannelOption(.backlog, value: Int32(clamping: backlog))
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -157,7 +161,10 @@ public final class StrongboxServer: Service, EngineHost, Sendable {
         for channel in listening { try? await channel.close() }
         for future in registry.closeAll() { try? await future.get() }
         logger.notice("server stopped")
-        if ownsGroup { try? await group.shutdownGracefully() }
+        if ownsGroup {
+            try? await acceptGroup.shutdownGracefully()
+            try? await group.shutdownGracefully()
+        }
     }
 
     // MARK: EngineHost

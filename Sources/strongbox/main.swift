@@ -69,6 +69,9 @@ struct StrongboxCommand: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "Active expiry rounds per second (default 10).")
     var hz: String?
 
+    @Option(name: .customLong("busy-reply-threshold"), parsing: .unconditional, help: "Milliseconds a script may run before other clients get -BUSY (default 5000).")
+    var busyReplyThreshold: String?
+
     func directives() -> [(String, [String])] {
         var list: [(String, [String])] = []
         func add(_ name: String, _ value: String?) { if let value { list.append((name, [value])) } }
@@ -84,6 +87,7 @@ struct StrongboxCommand: AsyncParsableCommand {
         add("logfile", logfile)
         add("threads", threads)
         add("hz", hz)
+        add("busy-reply-threshold", busyReplyThreshold)
         return list
     }
 
