@@ -111,3 +111,45 @@ struct RedisPyTests {
         #expect(r.stdout.contains("all checks passed"))
     }
 }
+
+/// Real lock libraries from PyPI (redis-py's Lock, pottery's Redlock) and the classic shop
+/// pattern, against Strongbox, with the commands and scripts they really send.
+@Suite("Lock libraries", .serialized)
+struct LockLibraryTests {
+    static func script() throws -> String {
+        try #require(Bundle.module.url(forResource: "Corpus/lock_libraries_check", withExtension: "py")).path
+    }
+
+    static func requireModules(_ modules: String) throws {
+        let probe = try runProgram("/usr/bin/env", ["python3", "-c", "import \(modules)"])
+        try #require(probe.status == 0, "python3 modules \(modules) are not installed (Tools/deps installs them)")
+    }
+
+    @Test("redis-py Lock: acquire, blocking timeout, extend, reacquire, release, LockNotOwnedError",
+          arguments: [(2, "python"), (3, "python"), (2, "hiredis"), (3, "hiredis")])
+    func redisPyLock(resp: Int, parser: String) async throws {
+        try Self.requireModules("redis, hiredis")
+        let server = try await InProcessServer(threads: 2)
+        defer { Task { await server.stop() } }
+        let r = try runProgram("/usr/bin/env", ["python3", try Self.script(), "redis-py", "\(server.port)", "\(resp)", parser], timeout: 120)
+        #expect(r.status == 0 && r.stdout.contains("all checks passed"), "\(r.stdout)\(r.stderr)")
+    }
+
+    @Test("pottery Redlock over three Strongbox servers")
+    func potteryRedlock() async throws {
+        try Self.requireModules("pottery")
+        let servers = [try await InProcessServer(), try await InProcessServer(), try await InProcessServer()]
+        defer { for s in servers { Task { await s.stop() } } }
+        let r = try runProgram("/usr/bin/env", ["python3", try Self.script(), "pottery"] + servers.map { "\($0.port)" }, timeout: 120)
+        #expect(r.status == 0 && r.stdout.contains("all checks passed"), "\(r.stdout)\(r.stderr)")
+    }
+
+    @Test("the classic shop: a redis-py Lock guards stock, StrictRedis caches prices")
+    func shop() async throws {
+        try Self.requireModules("redis")
+        let server = try await InProcessServer(threads: 2)
+        defer { Task { await server.stop() } }
+        let r = try runProgram("/usr/bin/env", ["python3", try Self.script(), "shop", "\(server.port)"], timeout: 120)
+        #expect(r.status == 0 && r.stdout.contains("all checks passed"), "\(r.stdout)\(r.stderr)")
+    }
+}
