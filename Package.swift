@@ -60,7 +60,8 @@ let package = Package(
         .executableTarget(
             name: "strongbox",
             dependencies: [
-                "StrongboxServer",
+                "StrongboxServer", "Engine", "Keyspace",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -1,5 +1,7 @@
 import ArgumentParser
 import Engine
+import Keyspace
+import NIOCore
 import Logging
 import RESP
 import ServiceLifecycle
@@ -108,7 +110,8 @@ struct StrongboxCommand: AsyncParsableCommand {
             }
         }
         let logger = makeLogger(config)
-        let engine = Engine(config: config)
+        let threads = config.integer("threads") > 0 ? config.integer("threads") : System.coreCount
+        let engine = Engine(keyspace: Keyspace(shardCount: max(16, 8 * threads)), config: config)
         let server = StrongboxServer(engine: engine, threads: config.integer("threads"), configFile: configFile ?? "", logger: logger)
         do {
             try await server.start()
