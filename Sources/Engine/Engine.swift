@@ -53,6 +53,8 @@ public struct ServerInfo: Sendable {
 /// Counters the engine keeps for `INFO stats`.
 public final class EngineStats: Sendable {
     public let protocolErrors = Atomic<Int>(0)
+    /// Lock-library scripts answered by native code instead of Lua (`INFO stats`).
+    public let nativeScriptCalls = Atomic<Int>(0)
     public init() {}
 }
 

@@ -143,6 +143,34 @@ struct LockCommandTests {
         ])
     }
 
+    @Test("lock libraries' unlock and extend scripts run natively, with the Lua's replies")
+    func nativeScripts() async throws {
+        let server = try await InProcessServer()
+        defer { Task { await server.stop() } }
+        let c = try RawClient(port: server.port)
+        func nativeCalls() throws -> String? {
+            guard case .bulkString(let b) = try c.call("INFO", "stats") else { return nil }
+            return b.text.split(separator: "\r\n").first { $0.hasPrefix("native_script_calls:") }.map(String.init)
+        }
+        let unlock = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+        #expect(try nativeCalls() == "native_script_calls:0")
+        try c.call("SET", "lk", "tok")
+        #expect(try c.call("EVAL", unlock, "1", "lk", "other") == .integer(0))
+        #expect(try c.call("EVAL", unlock, "1", "lk", "tok") == .integer(1))
+        #expect(try c.call("EXISTS", "lk") == .integer(0))
+        #expect(try c.call("EVALSHA", "e9f69f2beb755be68b5e456ee2ce9aadfbc4ebf4", "1", "lk", "tok") == .integer(0))
+        #expect(try nativeCalls() == "native_script_calls:3")
+        // The script is cached as if Lua had run it; a flushed cache answers NOSCRIPT.
+        #expect(try c.call("SCRIPT", "EXISTS", "e9f69f2beb755be68b5e456ee2ce9aadfbc4ebf4") == .array([.integer(1)]))
+        try c.call("SCRIPT", "FLUSH")
+        #expect(try c.call("EVALSHA", "e9f69f2beb755be68b5e456ee2ce9aadfbc4ebf4", "1", "lk", "tok")
+            == .error("NOSCRIPT No matching script. Please use EVAL."))
+        // Missing KEYS: the Lua runs (and fails as Redis's would).
+        guard case .error(let e) = try c.call("EVAL", unlock, "0") else { Issue.record("no error"); return }
+        #expect(e.hasPrefix("ERR Lua redis lib command arguments must be strings or integers"))
+        #expect(try nativeCalls() == "native_script_calls:3")
+    }
+
     @Test("a lock past its deadline is gone for every compare command, even before a sweep")
     func expiredLocks() async throws {
         let clock = ManualClock()

@@ -110,6 +110,7 @@ enum ServerCommands {
                     "keyspace_misses:\(totals.misses)",
                     "total_error_replies:0",
                     "protocol_errors:\(engine.stats.protocolErrors.load(ordering: .relaxed))",
+                    "native_script_calls:\(engine.stats.nativeScriptCalls.load(ordering: .relaxed))",
                 ]
             case "keyspace":
                 lines = ["# Keyspace"]
