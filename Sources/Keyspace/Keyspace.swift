@@ -10,27 +10,67 @@ import Darwin
 
 /// A key: its bytes and a fixed 64-bit hash of them, computed once per command.
 ///
-/// The hash picks the shard and is the dictionary's hash, and equality checks it before the bytes,
-/// so a probe that misses never touches the key bytes (a separate allocation, often a cache miss).
+/// The hash picks the shard and is the dictionary's hash, and equality checks it first. Keys of
+/// up to 24 bytes live inline, in the dictionary's own key array, so finding one touches no other
+/// memory; a longer request key is looked up as a view into the request (no copy) and copied
+/// into one allocation of its own only when stored.
 public struct Key: Hashable, Sendable {
-    public let bytes: ByteBuffer
+    @usableFromInline
+    enum Storage: Sendable {
+        case stored(StoredBytes)
+        case probe(ByteBuffer)
+    }
+
+    @usableFromInline let storage: Storage
     public let hash: UInt64
 
     @inline(__always)
     public init(_ bytes: ByteBuffer) {
-        self.bytes = bytes
-        self.hash = KeyHash.hash(bytes)
+        hash = KeyHash.hash(bytes)
+        storage = bytes.readableBytes <= StoredBytes.inlineCapacity ? .stored(StoredBytes(bytes)) : .probe(bytes)
     }
 
     @inline(__always)
-    init(bytes: ByteBuffer, hash: UInt64) {
-        self.bytes = bytes
+    init(stored: StoredBytes, hash: UInt64) {
+        self.storage = .stored(stored)
         self.hash = hash
+    }
+
+    /// Length in bytes.
+    @inlinable
+    public var count: Int {
+        switch storage {
+        case .stored(let s): return s.count
+        case .probe(let b): return b.readableBytes
+        }
+    }
+
+    /// Whether the key owns its bytes (true for every key the keyspace keeps).
+    public var ownsItsBytes: Bool {
+        if case .stored = storage { return true }
+        return false
+    }
+
+    @inlinable
+    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
+        switch storage {
+        case .stored(let s): return s.withUnsafeBytes(body)
+        case .probe(let b): return b.withUnsafeReadableBytes(body)
+        }
+    }
+
+    /// The bytes as a buffer of their own (for replies such as `KEYS`).
+    public var buffer: ByteBuffer {
+        withUnsafeBytes { ByteBuffer(bytes: $0) }
     }
 
     @inline(__always)
     public static func == (a: Key, b: Key) -> Bool {
-        a.hash == b.hash && a.bytes == b.bytes
+        guard a.hash == b.hash else { return false }
+        if case .stored(let x) = a.storage, case .stored(let y) = b.storage { return x == y }
+        return a.withUnsafeBytes { x in
+            b.withUnsafeBytes { y in x.count == y.count && (x.count == 0 || memcmp(x.baseAddress!, y.baseAddress!, x.count) == 0) }
+        }
     }
 
     @inline(__always)
@@ -45,8 +85,13 @@ public struct Key: Hashable, Sendable {
         Int(truncatingIfNeeded: KeyHash.mix(hash ^ UInt64(UInt(bitPattern: seed))))
     }
 
-    /// The same key in storage of its own, for keeping in the keyspace.
-    func compacted() -> Key { Key(bytes: bytes.compactCopy(), hash: hash) }
+    /// The same key owning its bytes, for keeping in the keyspace.
+    func compacted() -> Key {
+        switch storage {
+        case .stored: return self
+        case .probe(let b): return Key(stored: StoredBytes(b), hash: hash)
+        }
+    }
 }
 
 /// A fast fixed 64-bit hash of bytes (in-process use: shard choice and dictionary hashing).
@@ -118,7 +163,7 @@ public struct ShardState {
 
     @inline(__always)
     static func cost(_ key: Key, _ value: StoredBytes) -> Int {
-        key.bytes.readableBytes + value.count + entryOverheadBytes
+        key.count + value.count + entryOverheadBytes
     }
 
     /// The live entry for `key`, removing it first if its deadline has passed (lazy expiry).
@@ -258,7 +303,7 @@ public struct ShardState {
                 expire(key)
                 continue
             }
-            return key.bytes
+            return key.buffer
         }
         return nil
     }
@@ -283,15 +328,6 @@ extension Dictionary {
     }
 }
 
-extension ByteBuffer {
-    /// A copy of the readable bytes in storage of exactly their size, so a stored key or value
-    /// never pins a (much larger) network read buffer.
-    public func compactCopy() -> ByteBuffer {
-        var copy = ByteBufferAllocator().buffer(capacity: readableBytes)
-        copy.writeImmutableBuffer(self)
-        return copy
-    }
-}
 
 /// The data of the server: striped shards, each a dictionary behind its own lock.
 ///
@@ -500,7 +536,7 @@ public final class Keyspace: @unchecked Sendable {
     public func forEachKey(inShard index: Int, now: Int64, _ body: (ByteBuffer, Entry) -> Void) {
         withShard(index) { s in
             for (key, entry) in s.table where entry.deadline == 0 || now <= entry.deadline {
-                body(key.bytes, entry)
+                body(key.buffer, entry)
             }
         }
     }

@@ -100,8 +100,16 @@ public struct StoredBytes: Sendable, Equatable {
         withUnsafeBytes { ByteBuffer(bytes: $0) }
     }
 
+    @inlinable
     public static func == (a: StoredBytes, b: StoredBytes) -> Bool {
-        a.withUnsafeBytes { x in b.withUnsafeBytes { y in x.elementsEqual(y) } }
+        // Inline bytes are zero-padded, so comparing the words compares the bytes.
+        if case .inline(let a0, let a1, let a2, let an) = a.representation,
+           case .inline(let b0, let b1, let b2, let bn) = b.representation {
+            return an == bn && a0 == b0 && a1 == b1 && a2 == b2
+        }
+        return a.withUnsafeBytes { x in
+            b.withUnsafeBytes { y in x.count == y.count && (x.count == 0 || memcmp(x.baseAddress!, y.baseAddress!, x.count) == 0) }
+        }
     }
 }
 
