@@ -122,6 +122,7 @@ public struct RESPRequestDecoder: Sendable {
     /// Pass the same array on every call: between calls it holds the arguments of a request still
     /// arriving. - Returns: true when `arguments` holds a whole request.
     public mutating func next(from buffer: inout ByteBuffer, into arguments: inout [ByteBuffer]) throws(RESPParsingError) -> Bool {
+        if remaining == 0 && !unauthenticated, Self.wholeMultibulk(&buffer, into: &arguments, limits: limits) { return true }
         while true {
             if remaining == 0 {
                 guard let first = buffer.readableBytesView.first else { return false }
@@ -165,6 +166,53 @@ public struct RESPRequestDecoder: Sendable {
             retainedBytes = 0
             return true
         }
+    }
+
+    /// The common case in one pass over raw bytes: a complete, well-formed multibulk request with
+    /// plain lengths. Anything else (a request still arriving, a malformed one, a limit) is left
+    /// untouched for the incremental parser, which also produces the exact errors.
+    /// - Returns: true when `arguments` holds the request and `buffer` has moved past it.
+    @inline(__always)
+    private static func wholeMultibulk(_ buffer: inout ByteBuffer, into arguments: inout [ByteBuffer], limits: RESPLimits) -> Bool {
+        let base = buffer.readerIndex
+        let consumed: Int = buffer.withUnsafeReadableBytes { p -> Int in
+            let end = p.count
+            guard end > 3, p[0] == UInt8(ascii: "*") else { return 0 }
+            var i = 1
+            guard let count = decimal(p, &i, end), count > 0, count <= limits.maxMultibulkCount else { return 0 }
+            arguments.removeAll(keepingCapacity: true)
+            for _ in 0..<count {
+                guard i < end, p[i] == UInt8(ascii: "$") else { break }
+                i += 1
+                guard let length = decimal(p, &i, end), length <= limits.maxBulkLength, i + length + 2 <= end,
+                      let argument = buffer.getSlice(at: base + i, length: length) else { break }
+                arguments.append(argument)
+                i += length + 2
+            }
+            guard arguments.count == count else {
+                arguments.removeAll(keepingCapacity: true)
+                return 0
+            }
+            return i
+        }
+        guard consumed > 0 else { return false }
+        buffer.moveReaderIndex(forwardBy: consumed)
+        return true
+    }
+
+    /// A length line's digits and its CRLF: no sign, no leading zero, at most 10 digits.
+    @inline(__always)
+    private static func decimal(_ p: UnsafeRawBufferPointer, _ i: inout Int, _ end: Int) -> Int? {
+        let start = i
+        var value = 0
+        while i < end, p[i] >= 48, p[i] <= 57, i - start < 10 {
+            value = value * 10 + Int(p[i] &- 48)
+            i += 1
+        }
+        let digits = i - start
+        guard digits > 0, !(digits > 1 && p[start] == 48), i + 1 < end, p[i] == 13, p[i + 1] == 10 else { return nil }
+        i += 2
+        return value
     }
 
     private enum MultibulkStart { case needMore, empty, started }
