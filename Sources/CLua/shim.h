@@ -11,9 +11,7 @@ static inline int sb_lua_isnil(lua_State *L, int i) { return lua_isnil(L, i); }
 static inline int sb_lua_istable(lua_State *L, int i) { return lua_istable(L, i); }
 static inline void sb_lua_pushcfunction(lua_State *L, lua_CFunction f) { lua_pushcfunction(L, f); }
 static inline void sb_lua_setglobal(lua_State *L, const char *name) { lua_setglobal(L, name); }
-static inline void sb_lua_getglobal(lua_State *L, const char *name) { lua_getglobal(L, name); }
 static inline int sb_lua_registryindex(void) { return LUA_REGISTRYINDEX; }
-static inline int sb_lua_globalsindex(void) { return LUA_GLOBALSINDEX; }
 
 /* The kill flag lives in memory Swift owns; the hook and SCRIPT KILL reach it atomically. */
 static inline void sb_flag_store(int *flag, int value) { __atomic_store_n(flag, value, __ATOMIC_RELAXED); }
