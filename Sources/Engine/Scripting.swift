@@ -217,13 +217,17 @@ public final class ScriptEngine: @unchecked Sendable {
         lua_remove(L, -2)
 
         let context = ScriptContext(engine: engine, session: inv.session, readOnly: readOnly, now: inv.now, scripts: self)
-        ScriptContext.current = context
+        // The context travels in this Lua state's registry (not a global): several engines in
+        // one process (tests start many servers) each have their own state and context.
+        lua_pushlightuserdata(L, Unmanaged.passUnretained(context).toOpaque())
+        lua_setfield(L, sb_lua_registryindex(), "sb_context")
         sb_flag_store(killFlag, 0)
         runningScriptWrote.store(false, ordering: .relaxed)
         runningSince.store(max(1, engine.keyspace.clock.now()), ordering: .relaxed)
-        let status = lua_pcall(L, 0, 1, 1)
+        let status = withExtendedLifetime(context) { lua_pcall(L, 0, 1, 1) }
         runningSince.store(0, ordering: .relaxed)
-        ScriptContext.current = nil
+        lua_pushnil(L)
+        lua_setfield(L, sb_lua_registryindex(), "sb_context")
         sb_reset_kill_hook(L)
         defer { lua_settop(L, 0) }
         if status != 0 {
@@ -367,10 +371,16 @@ public final class ScriptEngine: @unchecked Sendable {
     }
 }
 
-/// What `redis.call` needs while a script runs. Only one script runs at a time (under the
-/// keyspace's exclusive access), so one global slot holds it.
+/// What `redis.call` needs while a script runs; reached from C callbacks through the Lua
+/// state's registry (`ScriptContext.current(in:)`).
 final class ScriptContext {
-    nonisolated(unsafe) static var current: ScriptContext?
+    /// The context of the script running in `L`, or nil.
+    static func current(in L: OpaquePointer) -> ScriptContext? {
+        lua_getfield(L, sb_lua_registryindex(), "sb_context")
+        defer { sb_lua_pop(L, 1) }
+        guard let raw = lua_touserdata(L, -1) else { return nil }
+        return Unmanaged<ScriptContext>.fromOpaque(raw).takeUnretainedValue()
+    }
 
     let engine: Engine
     let readOnly: Bool
@@ -415,7 +425,7 @@ final class ScriptContext {
 /// `redis.call`/`redis.pcall`: returns the reply converted to Lua; an error reply is a table
 /// with `err`, which the Lua wrapper raises for `redis.call`.
 private let scriptCall: lua_CFunction = { L in
-    guard let L, let context = ScriptContext.current else { return 0 }
+    guard let L, let context = ScriptContext.current(in: L) else { return 0 }
     let argc = lua_gettop(L)
     if argc == 0 {
         ScriptEngine.push(L, .error("ERR Please specify at least one argument for this redis lib call"), depth: 0)
@@ -453,6 +463,6 @@ private let scriptSHA1: lua_CFunction = { L in
 private let scriptLog: lua_CFunction = { L in
     guard let L else { return 0 }
     let message = ScriptEngine.string(L, 2)
-    ScriptContext.current?.engine.scriptLog(Int(lua_tonumber(L, 1)), message)
+    ScriptContext.current(in: L)?.engine.scriptLog(Int(lua_tonumber(L, 1)), message)
     return 0
 }

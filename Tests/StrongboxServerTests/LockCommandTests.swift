@@ -240,3 +240,37 @@ struct ScriptSafetyTests {
         #expect(answered)
     }
 }
+
+@Suite("Scripts across servers")
+struct ScriptIsolationTests {
+    @Test("scripts on several servers in one process never touch each other's data")
+    func isolation() async throws {
+        let servers = [try await InProcessServer(), try await InProcessServer(), try await InProcessServer()]
+        defer { for s in servers { Task { await s.stop() } } }
+        let script = "redis.call('set', KEYS[1], ARGV[1]) return redis.call('get', KEYS[1])"
+        // Each server's clients run scripts at the same time as the others'.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (n, server) in servers.enumerated() {
+                let port = server.port
+                group.addTask {
+                    let c = try RawClient(port: port)
+                    for i in 0..<300 {
+                        let reply = try c.call("EVAL", script, "1", "iso:\(n):\(i)", "server-\(n)")
+                        #expect(reply == .bulk("server-\(n)"))
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        for (n, server) in servers.enumerated() {
+            let c = try RawClient(port: server.port)
+            #expect(try c.call("DBSIZE") == .integer(300), "server \(n)")
+            guard case .array(let keys) = try c.call("KEYS", "iso:*") else { Issue.record("no keys"); continue }
+            let own = keys.filter { key in
+                if case .bulkString(let b) = key { return b.text.hasPrefix("iso:\(n):") }
+                return false
+            }
+            #expect(own.count == keys.count, "server \(n) holds keys written through another server")
+        }
+    }
+}
