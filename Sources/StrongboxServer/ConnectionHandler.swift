@@ -189,8 +189,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             context.close(promise: nil)
             return
         }
-        if let event = event as? ClientRegistry.KillEvent {
-            _ = event
+        if event is ClientRegistry.KillEvent {
             flushReplies(context: context)
             context.close(promise: nil)
             return

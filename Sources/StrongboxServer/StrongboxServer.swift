@@ -26,7 +26,14 @@ public final class StrongboxServer: Service, EngineHost, Sendable {
     private let logger: Logger
     private let registry: ClientRegistry
     private let channels = Mutex<[any Channel]>([])
-    private let shutdownRequested = Mutex<(@Sendable () -> Void)?>(nil)
+    /// Where graceful shutdown stands: `run()` waiting for it, or it requested (maybe before
+    /// `run()` got to wait).
+    private enum ShutdownState {
+        case running
+        case waiting(CheckedContinuation<Void, Never>)
+        case requested
+    }
+    private let shutdown = Mutex(ShutdownState.running)
     private let started: Int64
     public let threads: Int
     public let configFile: String
@@ -143,11 +150,12 @@ public final class StrongboxServer: Service, EngineHost, Sendable {
         defer { sweeper.cancel() }
         await withGracefulShutdownHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let resumed = Mutex(false)
-                let resume: @Sendable () -> Void = {
-                    if resumed.withLock({ r in defer { r = true }; return !r }) { continuation.resume() }
+                let alreadyRequested: Bool = shutdown.withLock { state in
+                    if case .requested = state { return true }
+                    state = .waiting(continuation)
+                    return false
                 }
-                shutdownRequested.withLock { $0 = resume }
+                if alreadyRequested { continuation.resume() }
             }
         } onGracefulShutdown: { [self] in
             self.requestShutdown()
@@ -170,17 +178,20 @@ public final class StrongboxServer: Service, EngineHost, Sendable {
     // MARK: EngineHost
 
     public func requestShutdown() {
-        // The first call resumes `run()`; a shutdown requested before `run()` waits for it.
-        let resume: (@Sendable () -> Void)? = shutdownRequested.withLock { $0 }
-        if let resume {
-            resume()
-        } else {
-            shutdownRequested.withLock { $0 = nil }
-            Task { [self] in
-                while shutdownRequested.withLock({ $0 == nil }) { try? await Task.sleep(nanoseconds: 10_000_000) }
-                self.requestShutdown()
+        // The first request resumes `run()`, or is remembered until `run()` waits; later ones do nothing.
+        let waiting: CheckedContinuation<Void, Never>? = shutdown.withLock { state in
+            switch state {
+            case .waiting(let continuation):
+                state = .requested
+                return continuation
+            case .running:
+                state = .requested
+                return nil
+            case .requested:
+                return nil
             }
         }
+        waiting?.resume()
     }
 
     public func clientSessions() -> [Session] { registry.sessions() }
