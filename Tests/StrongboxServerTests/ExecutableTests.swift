@@ -110,3 +110,66 @@ struct ExecutableTests {
         #expect(Self.waitExit(p) == 0)
     }
 }
+
+/// Protected mode needs a client that is not on loopback: one in a network namespace of the
+/// test's own, on a veth pair with private test addresses (no traffic leaves this machine).
+@Suite("Protected mode", .serialized)
+struct ProtectedModeTests {
+    /// A namespace holding one end of a veth pair: the host side is 10.231.N.1, the inside 10.231.N.2.
+    final class TestNetwork {
+        let name: String
+        let hostAddress: String
+        let inside: String
+
+        init() throws {
+            let n = Int(getpid()) % 200 + 20
+            name = "sbpm\(n)"
+            hostAddress = "10.231.\(n).1"
+            inside = "10.231.\(n).2"
+            _ = try? runProgram("/usr/sbin/ip", ["netns", "del", name])
+            let steps: [[String]] = [
+                ["netns", "add", name],
+                ["link", "add", "\(name)h", "type", "veth", "peer", "name", "\(name)i"],
+                ["link", "set", "\(name)i", "netns", name],
+                ["addr", "add", "\(hostAddress)/30", "dev", "\(name)h"],
+                ["link", "set", "\(name)h", "up"],
+                ["netns", "exec", name, "ip", "addr", "add", "\(inside)/30", "dev", "\(name)i"],
+                ["netns", "exec", name, "ip", "link", "set", "\(name)i", "up"],
+                ["netns", "exec", name, "ip", "link", "set", "lo", "up"],
+            ]
+            for step in steps {
+                let r = try runProgram("/usr/sbin/ip", step)
+                guard r.status == 0 else { throw TestError("ip \(step.joined(separator: " ")): \(r.stderr)") }
+            }
+        }
+
+        /// Runs redis-cli inside the namespace against the host side.
+        func cli(port: Int, _ args: [String]) throws -> String {
+            try runProgram("/usr/sbin/ip", ["netns", "exec", name, "/usr/bin/redis-cli", "-h", hostAddress, "-p", "\(port)"] + args).stdout
+        }
+
+        deinit { _ = try? runProgram("/usr/sbin/ip", ["netns", "del", name]) }
+    }
+
+    @Test("a client from another host gets Redis's DENIED text without a password; with one, or protected-mode no, it is served")
+    func protectedMode() throws {
+        try #require(getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip"), "needs root and iproute2 for a test network")
+        let net = try TestNetwork()
+        let denied = try StrongboxProcess(["--bind", net.hostAddress, "127.0.0.1"])
+        defer { denied.stop() }
+        let reply = try net.cli(port: denied.port, ["PING"])
+        #expect(reply.hasPrefix("DENIED Redis is running in protected mode because protected mode is enabled and no password is set for the default user."), "got: \(reply)")
+        // Loopback clients of the same server are served.
+        let local = try RawClient(port: denied.port)
+        #expect(try local.call("PING") == .simpleString("PONG"))
+
+        let withPassword = try StrongboxProcess(["--bind", net.hostAddress, "127.0.0.1", "--requirepass", "pw"])
+        defer { withPassword.stop() }
+        #expect(try net.cli(port: withPassword.port, ["PING"]).hasPrefix("NOAUTH Authentication required."))
+        #expect(try net.cli(port: withPassword.port, ["-a", "pw", "--no-auth-warning", "PING"]) == "PONG\n")
+
+        let open = try StrongboxProcess(["--bind", net.hostAddress, "127.0.0.1", "--protected-mode", "no"])
+        defer { open.stop() }
+        #expect(try net.cli(port: open.port, ["PING"]) == "PONG\n")
+    }
+}

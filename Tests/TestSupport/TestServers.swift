@@ -157,7 +157,9 @@ public final class StrongboxProcess: @unchecked Sendable {
         port = try freePort()
         process = Process()
         process.executableURL = URL(fileURLWithPath: try strongboxExecutable())
-        process.arguments = ["--port", "\(port)", "--bind", "127.0.0.1", "--loglevel", "warning"] + arguments
+        // Callers that pass their own --bind get it instead of the loopback default.
+        let bind = arguments.contains("--bind") ? [] : ["--bind", "127.0.0.1"]
+        process.arguments = ["--port", "\(port)", "--loglevel", "warning"] + bind + arguments
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
