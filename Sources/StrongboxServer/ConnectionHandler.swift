@@ -102,6 +102,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
         do {
             while try decoder.pointee.next(from: &buffer, into: &inv.pointee.args) {
                 engine.execute(&inv.pointee)
+                // AUTH (or RESET) changes which request limits apply to the very next request.
+                decoder.pointee.unauthenticated = !inv.pointee.session.authenticated
                 if inv.pointee.session.closeAfterReply {
                     closing = true
                     break
@@ -116,7 +118,6 @@ final class ConnectionHandler: ChannelDuplexHandler {
                     }
                 }
             }
-            decoder.pointee.unauthenticated = !inv.pointee.session.authenticated
         } catch {
             engine.stats.protocolErrors.add(1, ordering: .relaxed)
             if let message = error.message { invocationState.pointee.out.writeRESPError(message) }

@@ -171,6 +171,13 @@ struct EndToEndTests {
         #expect(try r.callRaw("AUTH", "default", "s3cret") == "+OK\r\n")
         #expect(try r.callRaw("RESET") == "+RESET\r\n")
         #expect(try r.callRaw("GET", "a") == "-NOAUTH Authentication required.\r\n")
+        // AUTH lifts the unauthenticated limits for the very next request of the same batch.
+        let p = try RawClient(port: server.port)
+        var batch = Array("AUTH s3cret\r\n".utf8)
+        batch += RawClient.encode(["MSET", "a1", "1", "a2", "2", "a3", "3", "a4", "4", "a5", "5"].map { Array($0.utf8) })
+        try p.send(batch)
+        #expect(try p.readReply() == .simpleString("OK"))
+        #expect(try p.readReply() == .simpleString("OK"))
         // Before AUTH, Redis's unauthenticated request limits apply.
         let u = try RawClient(port: server.port)
         try u.send("*11\r\n")
