@@ -31,23 +31,20 @@ enum Commands {
     private static let evalFlags = ["noscript", "stale", "skip_monitor", "may_replicate", "no_mandatory_keys", "movablekeys"]
     private static let evalROFlags = ["noscript", "stale", "skip_monitor", "no_mandatory_keys", "readonly", "movablekeys"]
 
+    /// EVAL and its three siblings differ only in how the script is named and whether it may write.
+    private static func eval(_ name: String, bySHA: Bool, readOnly: Bool, since: String, _ summary: String) -> CommandSpec {
+        CommandSpec(name, arity: -3, flags: readOnly ? evalROFlags : evalFlags, categories: ["@slow", "@scripting"],
+                    group: "scripting", since: since, summary: summary, complexity: "Depends on the script that is executed.",
+                    hint: (bySHA ? "sha1" : "script") + " numkeys [key ...] [arg ...]") { e, i throws(CommandError) in
+            try ScriptCommands.eval(e, &i, bySHA: bySHA, readOnly: readOnly)
+        }
+    }
+
     static let scripting: [CommandSpec] = [
-        CommandSpec("eval", arity: -3, flags: evalFlags, categories: ["@slow", "@scripting"], group: "scripting", since: "2.6.0",
-                    summary: "Executes a server-side Lua script.", complexity: "Depends on the script that is executed.",
-                    hint: "script numkeys [key ...] [arg ...]") { e, i throws(CommandError) in
-            try ScriptCommands.eval(e, &i, bySHA: false, readOnly: false) },
-        CommandSpec("evalsha", arity: -3, flags: evalFlags, categories: ["@slow", "@scripting"], group: "scripting", since: "2.6.0",
-                    summary: "Executes a server-side Lua script by SHA1 digest.", complexity: "Depends on the script that is executed.",
-                    hint: "sha1 numkeys [key ...] [arg ...]") { e, i throws(CommandError) in
-            try ScriptCommands.eval(e, &i, bySHA: true, readOnly: false) },
-        CommandSpec("eval_ro", arity: -3, flags: evalROFlags, categories: ["@slow", "@scripting"], group: "scripting", since: "7.0.0",
-                    summary: "Executes a read-only server-side Lua script.", complexity: "Depends on the script that is executed.",
-                    hint: "script numkeys [key ...] [arg ...]") { e, i throws(CommandError) in
-            try ScriptCommands.eval(e, &i, bySHA: false, readOnly: true) },
-        CommandSpec("evalsha_ro", arity: -3, flags: evalROFlags, categories: ["@slow", "@scripting"], group: "scripting", since: "7.0.0",
-                    summary: "Executes a read-only server-side Lua script by SHA1 digest.", complexity: "Depends on the script that is executed.",
-                    hint: "sha1 numkeys [key ...] [arg ...]") { e, i throws(CommandError) in
-            try ScriptCommands.eval(e, &i, bySHA: true, readOnly: true) },
+        eval("eval", bySHA: false, readOnly: false, since: "2.6.0", "Executes a server-side Lua script."),
+        eval("evalsha", bySHA: true, readOnly: false, since: "2.6.0", "Executes a server-side Lua script by SHA1 digest."),
+        eval("eval_ro", bySHA: false, readOnly: true, since: "7.0.0", "Executes a read-only server-side Lua script."),
+        eval("evalsha_ro", bySHA: true, readOnly: true, since: "7.0.0", "Executes a read-only server-side Lua script by SHA1 digest."),
         CommandSpec("script", arity: -2, flags: [], categories: ["@slow"], group: "scripting", since: "2.6.0",
                     summary: "A container for Lua scripts management commands.", subcommands: [
             sub("script", "load", 3, ["noscript", "stale"], ["@slow", "@scripting"], group: "scripting", "Loads a server-side Lua script to the script cache.", hint: "script", ScriptCommands.load),
