@@ -35,7 +35,7 @@ public struct Session: Sendable {
 ///
 /// The connection keeps one `Invocation` for its whole life and reuses it for every command,
 /// so running a command allocates nothing here.
-public struct Invocation {
+public struct Invocation: Sendable {
     /// `args[0]` is the command name as the client spelled it.
     public var args: [ByteBuffer]
     public var session: Session
@@ -43,6 +43,11 @@ public struct Invocation {
     public var out: ByteBuffer
     /// The one frozen "now" of the command, on the keyspace clock.
     public var now: Int64 = 0
+    /// Set by a connection that can run Lua off its event loop: `EVAL` and friends then do not
+    /// run the Lua here but set `deferredScript`, and the connection runs the command again on
+    /// the engine's script queue (`ScriptEngine.queue`), so no event loop ever blocks on a script.
+    public var mayDeferScripts = false
+    public var deferredScript = false
 
     public init(session: Session, out: ByteBuffer) {
         self.args = []

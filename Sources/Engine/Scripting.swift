@@ -1,5 +1,6 @@
 import CLua
 import Crypto
+import Dispatch
 import Keyspace
 import NIOCore
 import RESP
@@ -19,6 +20,8 @@ import Darwin
 /// interleaves with it; the one Lua state is only ever touched under that lock. Lua errors are
 /// raised only from Lua or C frames (the kill hook, the `redis.call` wrapper), never through Swift.
 public final class ScriptEngine: @unchecked Sendable {
+    /// Where connections run Lua scripts: one serial queue, off every event loop.
+    public let queue = DispatchQueue(label: "strongbox.scripts")
     /// When the running script started (keyspace clock), or 0 when none runs.
     public let runningSince = Atomic<Int64>(0)
     /// Whether the running script has written (then `SCRIPT KILL` refuses, as in Redis).

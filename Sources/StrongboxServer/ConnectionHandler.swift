@@ -32,6 +32,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// Command processing waits for the socket to drain (a client not reading big replies).
     private var processingPaused = false
     private var record: ClientRegistry.Record?
+    /// A Lua script of this connection runs on the script queue; its later requests wait.
+    private var awaitingScript = false
 
     init(engine: Engine, registry: ClientRegistry, session: Session, allocator: ByteBufferAllocator, logger: Logger) {
         self.engine = engine
@@ -45,7 +47,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
         decoderState = .allocate(capacity: 1)
         decoderState.initialize(to: decoder)
         invocationState = .allocate(capacity: 1)
-        invocationState.initialize(to: Invocation(session: session, out: allocator.buffer(capacity: 1024)))
+        var invocation = Invocation(session: session, out: allocator.buffer(capacity: 1024))
+        invocation.mayDeferScripts = true
+        invocationState.initialize(to: invocation)
     }
 
     deinit {
@@ -91,7 +95,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         } else {
             cumulation!.writeBuffer(&incoming)
         }
-        if !processingPaused { process(context: context) }
+        if !processingPaused && !awaitingScript { process(context: context) }
     }
 
     private func process(context: ChannelHandlerContext) {
@@ -102,6 +106,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
         do {
             while try decoder.pointee.next(from: &buffer, into: &inv.pointee.args) {
                 engine.execute(&inv.pointee)
+                if inv.pointee.deferredScript {
+                    inv.pointee.deferredScript = false
+                    runScript(context: context)
+                    break
+                }
                 // AUTH (or RESET) changes which request limits apply to the very next request.
                 decoder.pointee.unauthenticated = !inv.pointee.session.authenticated
                 if inv.pointee.session.closeAfterReply {
@@ -132,6 +141,38 @@ final class ConnectionHandler: ChannelDuplexHandler {
             cumulation = buffer
         }
         if closing { flushAndClose(context: context) }
+    }
+
+    /// Runs the current `EVAL`-family command on the script queue, keeping this event loop free
+    /// (its other clients can still get `-BUSY` and send `SCRIPT KILL`). This connection's later
+    /// requests wait in the read buffer, so replies stay in order.
+    private func runScript(context: ChannelHandlerContext) {
+        awaitingScript = true
+        var prepared = Invocation(session: invocationState.pointee.session, out: context.channel.allocator.buffer(capacity: 256))
+        prepared.args = invocationState.pointee.args
+        let engine = self.engine
+        let loop = context.eventLoop
+        let bound = NIOLoopBound((self, context), eventLoop: loop)
+        engine.scripts.queue.async { [prepared] in
+            var job = prepared
+            engine.execute(&job)
+            let reply = job.out
+            loop.execute {
+                let (handler, context) = bound.value
+                handler.scriptFinished(reply, context: context)
+            }
+        }
+    }
+
+    private func scriptFinished(_ reply: ByteBuffer, context: ChannelHandlerContext) {
+        awaitingScript = false
+        guard context.channel.isActive, !closing else { return }
+        var reply = reply
+        invocationState.pointee.out.writeBuffer(&reply)
+        if decoderState.pointee.isBetweenRequests { invocationState.pointee.args.removeAll(keepingCapacity: true) }
+        if !processingPaused { process(context: context) }
+        flushReplies(context: context)
+        if let record { publish(to: record) }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -174,7 +215,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable && processingPaused {
             processingPaused = false
-            process(context: context)
+            if !awaitingScript { process(context: context) }
             flushReplies(context: context)
         }
         if context.channel.isWritable && readPending && !processingPaused {

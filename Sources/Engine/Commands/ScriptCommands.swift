@@ -29,6 +29,10 @@ enum ScriptCommands {
                 }
             }
         }
+        if inv.mayDeferScripts {
+            inv.deferredScript = true
+            return
+        }
         try engine.keyspace.withExclusiveAccess { () throws(CommandError) in
             let sha = bySHA ? script.text.lowercased() : try engine.scripts.load(Array(script.readableBytesView))
             try engine.scripts.run(sha: sha, keys: keys, argv: argv, engine: engine, invocation: &inv, readOnly: readOnly)
