@@ -57,6 +57,11 @@ public final class CommandSpec: Sendable {
         arity > 0 ? argc == arity : argc >= -arity
     }
 
+    /// The subcommand of this container named by `name` (any case), or nil.
+    public func subcommand(named name: ByteBuffer) -> CommandSpec? {
+        subcommands.first { $0.shortName.utf8.elementsEqual(name.readableBytesView.lazy.map(Engine.lower)) }
+    }
+
     /// The short name of a subcommand (`setname` of `client|setname`).
     public var shortName: String {
         if let bar = name.firstIndex(of: "|") { return String(name[name.index(after: bar)...]) }
@@ -106,9 +111,5 @@ public struct CommandTable: Sendable {
             }
             return nil
         }
-    }
-
-    public func lookup(_ name: String) -> CommandSpec? {
-        lookup(ByteBuffer(string: name))
     }
 }

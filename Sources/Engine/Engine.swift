@@ -71,7 +71,6 @@ public final class Engine: Sendable {
     public let stats = EngineStats()
     public let table: CommandTable
     private let hostBox = Mutex<(any EngineHost)?>(nil)
-    public let startedAt: Int64
     /// Lua scripting (`EVAL`, `SCRIPT`).
     public let scripts = ScriptEngine()
     /// Where `redis.log` lines go: (level 0…3, message).
@@ -83,7 +82,6 @@ public final class Engine: Sendable {
         self.config = config
         self.scriptLog = scriptLog
         self.table = CommandTable(Commands.all)
-        self.startedAt = keyspace.clock.now()
     }
 
     /// Connects the engine to the server that hosts it (for `CLIENT`, `INFO`, `SHUTDOWN`).
@@ -103,7 +101,7 @@ public final class Engine: Sendable {
             return
         }
         if !spec.subcommands.isEmpty, invocation.args.count >= 2 {
-            guard let sub = spec.subcommands.first(where: { $0.shortName.utf8.elementsEqual(invocation.args[1].readableBytesView.lazy.map(Self.lower)) }) else {
+            guard let sub = spec.subcommand(named: invocation.args[1]) else {
                 let container = String(decoding: name.readableBytesView, as: UTF8.self).uppercased()
                 let arg = String(decoding: invocation.args[1].readableBytesView.prefix(128), as: UTF8.self)
                 invocation.out.writeRESPError("ERR unknown subcommand '\(arg)'. Try \(container) HELP.")

@@ -157,10 +157,9 @@ public final class ScriptEngine: @unchecked Sendable {
         known.withLock { $0.contains(sha.lowercased()) }
     }
 
-    /// Compiles and caches `body`. Call under exclusive access. - Returns: its SHA1.
-    func load(_ body: [UInt8]) throws(CommandError) -> String {
-        let sha = Self.sha1Hex(body)
-        if bodies[sha] != nil { return sha }
+    /// Compiles and caches `body`, whose SHA1 is `sha`. Call under exclusive access.
+    func load(_ body: [UInt8], sha: String) throws(CommandError) {
+        if bodies[sha] != nil { return }
         let L = state
         lua_getfield(L, sb_lua_registryindex(), "sb_scripts")
         if sb_lua_isnil(L, -1) != 0 {
@@ -181,7 +180,6 @@ public final class ScriptEngine: @unchecked Sendable {
         lua_settop(L, 0)
         bodies[sha] = body
         known.withLock { _ = $0.insert(sha) }
-        return sha
     }
 
     /// Forgets every script (`SCRIPT FLUSH`). Call under exclusive access.
@@ -408,8 +406,7 @@ final class ScriptContext {
         }
         guard let spec = engine.table.lookup(name) else { return .error("ERR Unknown Redis command called from script") }
         var effective = spec
-        if !spec.subcommands.isEmpty, args.count >= 2,
-           let sub = spec.subcommands.first(where: { $0.shortName.utf8.elementsEqual(args[1].readableBytesView.lazy.map(Engine.lower)) }) {
+        if !spec.subcommands.isEmpty, args.count >= 2, let sub = spec.subcommand(named: args[1]) {
             effective = sub
         }
         guard effective.acceptsArgumentCount(args.count) else { return .error("ERR Wrong number of args calling Redis command from script") }

@@ -33,8 +33,6 @@ public struct StoredBytes: Sendable, Equatable {
     /// Bytes kept inline, without an allocation.
     public static let inlineCapacity = 24
 
-    public static let empty = StoredBytes(UnsafeRawBufferPointer(start: nil, count: 0))
-
     /// Copies `bytes`.
     @inlinable
     public init(_ bytes: UnsafeRawBufferPointer) {

@@ -110,6 +110,18 @@ extension ByteBuffer {
     @inlinable
     public mutating func writeRESPOK() { writeStaticString("+OK\r\n") }
 
+    /// `+<s>\r\n` for a constant reply (`PONG`, `string`); `s` must not contain CR or LF.
+    @inlinable
+    public mutating func writeRESPSimpleString(_ s: StaticString) {
+        writeInteger(UInt8(ascii: "+"))
+        writeStaticString(s)
+        writeStaticString("\r\n")
+    }
+
+    /// `$0\r\n\r\n`: the empty bulk string.
+    @inlinable
+    public mutating func writeRESPEmptyBulk() { writeStaticString("$0\r\n\r\n") }
+
     /// `+<s>\r\n`; `s` must not contain CR or LF.
     public mutating func writeRESPSimpleString(_ s: String) {
         writeInteger(UInt8(ascii: "+"))

@@ -160,6 +160,8 @@ struct EndToEndTests {
         #expect(try c.callRaw("NOSUCH") == "-ERR unknown command 'NOSUCH', with args beginning with: \r\n")
         #expect(try c.callRaw("AUTH", "wrong") == "-WRONGPASS invalid username-password pair or user is disabled.\r\n")
         #expect(try c.callRaw("AUTH", "nobody", "s3cret") == "-WRONGPASS invalid username-password pair or user is disabled.\r\n")
+        // User names are case-sensitive, as in Redis's ACL.
+        #expect(try c.callRaw("AUTH", "DEFAULT", "s3cret") == "-WRONGPASS invalid username-password pair or user is disabled.\r\n")
         #expect(try c.callRaw("PING") == "-NOAUTH Authentication required.\r\n")
         #expect(try c.callRaw("AUTH", "s3cret") == "+OK\r\n")
         #expect(try c.callRaw("SET", "a", "1") == "+OK\r\n")

@@ -7,7 +7,7 @@ enum ConnectionCommands {
     /// PING [message]
     static func ping(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
         if inv.argc > 2 { throw .arity("ping") }
-        if inv.argc == 2 { inv.out.writeRESPBulk(inv.args[1]) } else { inv.out.writeStaticString("+PONG\r\n") }
+        if inv.argc == 2 { inv.out.writeRESPBulk(inv.args[1]) } else { inv.out.writeRESPSimpleString("PONG" as StaticString) }
     }
 
     /// ECHO message
@@ -17,7 +17,7 @@ enum ConnectionCommands {
 
     /// Checks a password for `user` against `requirepass` (the only user is `default`).
     static func authenticate(_ engine: Engine, user: ByteBuffer, password: ByteBuffer) -> Bool {
-        guard user.isToken("default") || user.readableBytesView.elementsEqual("default".utf8) else { return false }
+        guard user.readableBytesView.elementsEqual("default".utf8) else { return false }
         let required = engine.config.requirePass
         if required.isEmpty { return true }
         return password.readableBytesView.elementsEqual(required.utf8)
@@ -115,7 +115,7 @@ enum ConnectionCommands {
         inv.session.name = ""
         inv.session.noEvict = false
         inv.session.authenticated = engine.config.requirePass.isEmpty
-        inv.out.writeStaticString("+RESET\r\n")
+        inv.out.writeRESPSimpleString("RESET" as StaticString)
     }
 
     // MARK: CLIENT

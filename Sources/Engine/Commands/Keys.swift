@@ -43,7 +43,7 @@ enum KeyCommands {
         let now = inv.now
         let key = Key(inv.args[1])
         let exists = engine.keyspace.withShard(for: key) { $0.entry(key, now: now) != nil }
-        inv.out.writeStaticString(exists ? "+string\r\n" : "+none\r\n")
+        if exists { inv.out.writeRESPSimpleString("string" as StaticString) } else { inv.out.writeRESPSimpleString("none" as StaticString) }
     }
 
     /// RENAME key newkey / RENAMENX key newkey · - Complexity: O(1)

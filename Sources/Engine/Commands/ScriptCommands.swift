@@ -13,20 +13,18 @@ enum ScriptCommands {
         let keys = inv.args[3..<(3 + Int(count))]
         let argv = inv.args[(3 + Int(count))...]
         let script = inv.args[1]
+        let sha = bySHA ? script.text.lowercased() : ScriptEngine.sha1Hex(script.readableBytesView)
         // The unlock and extend scripts of lock libraries run natively: same replies, no Lua.
-        if !readOnly {
-            let sha = bySHA ? script.text.lowercased() : ScriptEngine.sha1Hex(script.readableBytesView)
-            if let known = KnownScript.bySHA[sha] {
-                if !engine.scripts.exists(sha) {
-                    if bySHA { throw CommandError("NOSCRIPT No matching script. Please use EVAL.") }
-                    _ = try engine.keyspace.withExclusiveAccess { () throws(CommandError) -> String in
-                        try engine.scripts.load(Array(script.readableBytesView))
-                    }
+        if !readOnly, let known = KnownScript.bySHA[sha] {
+            if !engine.scripts.exists(sha) {
+                if bySHA { throw CommandError("NOSCRIPT No matching script. Please use EVAL.") }
+                try engine.keyspace.withExclusiveAccess { () throws(CommandError) in
+                    try engine.scripts.load(Array(script.readableBytesView), sha: sha)
                 }
-                if known.run(engine, &inv, keys: keys, argv: argv) {
-                    engine.stats.nativeScriptCalls.add(1, ordering: .relaxed)
-                    return
-                }
+            }
+            if known.run(engine, &inv, keys: keys, argv: argv) {
+                engine.stats.nativeScriptCalls.add(1, ordering: .relaxed)
+                return
             }
         }
         if inv.mayDeferScripts {
@@ -34,7 +32,7 @@ enum ScriptCommands {
             return
         }
         try engine.keyspace.withExclusiveAccess { () throws(CommandError) in
-            let sha = bySHA ? script.text.lowercased() : try engine.scripts.load(Array(script.readableBytesView))
+            if !bySHA { try engine.scripts.load(Array(script.readableBytesView), sha: sha) }
             try engine.scripts.run(sha: sha, keys: keys, argv: argv, engine: engine, invocation: &inv, readOnly: readOnly)
         }
     }
@@ -42,7 +40,8 @@ enum ScriptCommands {
     /// SCRIPT LOAD script → its SHA1
     static func load(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
         let body = Array(inv.args[2].readableBytesView)
-        let sha = try engine.keyspace.withExclusiveAccess { () throws(CommandError) -> String in try engine.scripts.load(body) }
+        let sha = ScriptEngine.sha1Hex(body)
+        try engine.keyspace.withExclusiveAccess { () throws(CommandError) in try engine.scripts.load(body, sha: sha) }
         inv.out.writeRESPBulk(string: sha)
     }
 

@@ -72,7 +72,6 @@ enum ServerCommands {
                     "uptime_in_seconds:\(host.uptimeSeconds)",
                     "uptime_in_days:\(host.uptimeSeconds / 86400)",
                     "hz:\(engine.config.integer("hz"))",
-                    "io_threads_active:\(host.threads > 1 ? 1 : 0)",
                     "event_loop_threads:\(host.threads)",
                     "executable:\(host.executable)",
                     "config_file:\(host.configFile)",
@@ -108,7 +107,6 @@ enum ServerCommands {
                     "evicted_keys:0",
                     "keyspace_hits:\(totals.hits)",
                     "keyspace_misses:\(totals.misses)",
-                    "total_error_replies:0",
                     "protocol_errors:\(engine.stats.protocolErrors.load(ordering: .relaxed))",
                     "native_script_calls:\(engine.stats.nativeScriptCalls.load(ordering: .relaxed))",
                 ]
@@ -129,15 +127,11 @@ enum ServerCommands {
     static func residentSetBytes() -> Int {
         guard let f = fopen("/proc/self/statm", "r") else { return 0 }
         defer { fclose(f) }
-        var size = 0, resident = 0
         var line = [CChar](repeating: 0, count: 128)
         guard fgets(&line, 128, f) != nil else { return 0 }
+        // statm: total pages, resident pages, …
         let fields = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self).split(separator: " ")
-        if fields.count >= 2 {
-            size = Int(fields[0]) ?? 0
-            resident = Int(fields[1]) ?? 0
-        }
-        _ = size
+        let resident = fields.count >= 2 ? Int(fields[1]) ?? 0 : 0
         return resident * Int(sysconf(Int32(_SC_PAGESIZE)))
     }
 
@@ -229,14 +223,13 @@ enum ServerCommands {
         // Key specifications: one range spec when the command has keys.
         if spec.firstKey > 0 {
             inv.out.writeRESPArrayHeader(1)
-            let limit = spec.lastKey < 0 ? 0 : 0
             inv.out.writeRESP(.map([
                 (.bulk("flags"), .set(spec.flags.contains("readonly") ? [.simpleString("RO")] : [.simpleString("RW")])),
                 (.bulk("begin_search"), .map([(.bulk("type"), .bulk("index")), (.bulk("spec"), .map([(.bulk("index"), .integer(Int64(spec.firstKey)))]))])),
                 (.bulk("find_keys"), .map([(.bulk("type"), .bulk("range")), (.bulk("spec"), .map([
                     (.bulk("lastkey"), .integer(Int64(spec.lastKey < 0 ? spec.lastKey : spec.lastKey - spec.firstKey))),
                     (.bulk("keystep"), .integer(Int64(spec.keyStep))),
-                    (.bulk("limit"), .integer(Int64(limit))),
+                    (.bulk("limit"), .integer(0)),
                 ]))])),
             ]), version: inv.version)
         } else {

@@ -273,12 +273,12 @@ enum StringCommands {
         let key = Key(inv.args[1])
         engine.keyspace.withShard(for: key) { shard in
             guard let e = shard.lookupForRead(key, now: now) else {
-                inv.out.writeStaticString("$0\r\n\r\n")
+                inv.out.writeRESPEmptyBulk()
                 return
             }
             let length = Int64(e.value.count)
             if start < 0 && end < 0 && start > end {
-                inv.out.writeStaticString("$0\r\n\r\n")
+                inv.out.writeRESPEmptyBulk()
                 return
             }
             if start < 0 { start = length + start }
@@ -287,7 +287,7 @@ enum StringCommands {
             if end < 0 { end = 0 }
             if end >= length { end = length - 1 }
             if start > end || length == 0 {
-                inv.out.writeStaticString("$0\r\n\r\n")
+                inv.out.writeRESPEmptyBulk()
             } else {
                 let range = Int(start)...Int(end)
                 e.value.withUnsafeBytes { inv.out.writeRESPBulk(bytes: UnsafeRawBufferPointer(rebasing: $0[range])) }
