@@ -10,6 +10,11 @@ let package = Package(
         .executable(name: "strongbox", targets: ["strongbox"]),
         .library(name: "RESP", targets: ["RESP"]),
         .library(name: "StrongboxServer", targets: ["StrongboxServer"]),
+        .library(name: "HashRing", targets: ["HashRing"]),
+        .library(name: "StrongboxClient", targets: ["StrongboxClient"]),
+        .library(name: "Redlock", targets: ["Redlock"]),
+        .executable(name: "redlock-bench", targets: ["redlock-bench"]),
+        .executable(name: "withlock-example", targets: ["withlock-example"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -17,11 +22,49 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         .target(
             name: "RESP",
             dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .target(name: "HashRing", swiftSettings: strict),
+        .target(
+            name: "StrongboxClient",
+            dependencies: [
+                "RESP", "HashRing",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "Redlock",
+            dependencies: [
+                "StrongboxClient",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "redlock-bench",
+            dependencies: [
+                "Redlock", "StrongboxClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "withlock-example",
+            dependencies: ["Redlock", "StrongboxClient"],
+            path: "Examples/withlock-example",
             swiftSettings: strict
         ),
         .target(
@@ -81,6 +124,18 @@ let package = Package(
         .testTarget(
             name: "RESPTests",
             dependencies: ["RESP", .product(name: "NIOTestUtils", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "HashRingTests", dependencies: ["HashRing"], swiftSettings: strict),
+        .testTarget(
+            name: "ClientTests",
+            dependencies: [
+                "StrongboxClient", "Redlock", "HashRing", "RESP", "TestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

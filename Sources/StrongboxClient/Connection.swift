@@ -1,0 +1,323 @@
+import Logging
+import NIOCore
+import NIOPosix
+import RESP
+
+/// Where a server listens.
+public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String = "127.0.0.1", port: Int = 6379) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Parses `host:port`.
+    public init?(_ address: String) {
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
+              (1...65535).contains(port) else { return nil }
+        var host = address[..<colon]
+        if host.hasPrefix("["), host.hasSuffix("]") { host = host.dropFirst().dropLast() }
+        guard !host.isEmpty else { return nil }
+        self.init(host: String(host), port: port)
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+/// How one connection is set up.
+public struct ConnectionConfiguration: Sendable {
+    public var endpoint: Endpoint
+    /// RESP2 (the default) or RESP3 (negotiated with `HELLO 3`).
+    public var protocolVersion: RESPVersion = .v2
+    /// For `AUTH`; `username` nil means the `default` user.
+    public var username: String?
+    public var password: String?
+    /// Sent as `CLIENT SETNAME` (or in `HELLO`), shown by `CLIENT LIST`.
+    public var clientName: String?
+    public var connectTimeout: Duration = .seconds(5)
+    /// How long a request may wait for its reply; nil waits for ever.
+    public var commandTimeout: Duration? = .seconds(5)
+
+    public init(endpoint: Endpoint) { self.endpoint = endpoint }
+}
+
+/// One TCP connection to a server that pipelines: requests may be sent from many tasks at once, and
+/// replies are matched to them in FIFO order.
+///
+/// A request that times out fails with `StrongboxError.Code.timeout`; its late reply is dropped
+/// when it arrives, so the requests behind it still get their own replies. When the connection
+/// drops, every pending request fails with `.connectionClosed`.
+public final class StrongboxConnection: Sendable {
+    public let endpoint: Endpoint
+    public let protocolVersion: RESPVersion
+    let channel: any Channel
+    private let commandTimeout: TimeAmount?
+
+    private init(channel: any Channel, endpoint: Endpoint, protocolVersion: RESPVersion, commandTimeout: TimeAmount?) {
+        self.channel = channel
+        self.endpoint = endpoint
+        self.protocolVersion = protocolVersion
+        self.commandTimeout = commandTimeout
+    }
+
+    /// Connects, then negotiates the protocol, authenticates and names the connection as configured.
+    public static func connect(
+        _ configuration: ConnectionConfiguration,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        pushHandler: (@Sendable (RESPValue) -> Void)? = nil
+    ) async throws(StrongboxError) -> StrongboxConnection {
+        let node = configuration.endpoint.description
+        let bootstrap = ClientBootstrap(group: eventLoopGroup)
+            .connectTimeout(.nanoseconds(Int64(configuration.connectTimeout.nanoseconds)))
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        ClientHandler(node: node, protocolVersion: configuration.protocolVersion, pushHandler: pushHandler))
+                }
+            }
+        let channel: any Channel
+        do {
+            channel = try await bootstrap.connect(host: configuration.endpoint.host, port: configuration.endpoint.port).get()
+        } catch let error as ChannelError {
+            if case .connectTimeout = error {
+                throw StrongboxError(code: .timeout, message: "connect timed out after \(configuration.connectTimeout)", node: node)
+            }
+            throw StrongboxError(code: .connectFailed, message: "\(error)", node: node)
+        } catch {
+            throw StrongboxError(code: .connectFailed, message: "\(error)", node: node)
+        }
+        let connection = StrongboxConnection(
+            channel: channel, endpoint: configuration.endpoint, protocolVersion: configuration.protocolVersion,
+            commandTimeout: configuration.commandTimeout.map { .nanoseconds(Int64($0.nanoseconds)) })
+        do {
+            try await connection.handshake(configuration)
+        } catch {
+            await connection.close()
+            throw error
+        }
+        return connection
+    }
+
+    private func handshake(_ c: ConnectionConfiguration) async throws(StrongboxError) {
+        if c.protocolVersion == .v3 {
+            var args: [any RESPArgument] = ["HELLO", "3"]
+            if let password = c.password { args += ["AUTH", c.username ?? "default", password] }
+            if let name = c.clientName { args += ["SETNAME", name] }
+            _ = try await send(.raw(args))
+        } else {
+            if let password = c.password {
+                _ = try await send(.raw(c.username.map { ["AUTH", $0, password] } ?? ["AUTH", password]))
+            }
+            if let name = c.clientName { _ = try await send(.raw(["CLIENT", "SETNAME", name])) }
+        }
+    }
+
+    /// True until the connection closes.
+    public var isConnected: Bool { channel.isActive }
+
+    /// Sends one command and decodes its reply. An error reply is thrown; `EVALSHA` of a `Script`
+    /// that the server does not know is loaded and retried once.
+    public func send<Reply>(_ command: Command<Reply>) async throws(StrongboxError) -> Reply {
+        let value = try await roundTrip(command.arguments)
+        if case .error(let message) = value {
+            let error = StrongboxError(serverMessage: message, node: endpoint.description)
+            if error.code == .noScript, let script = command.script {
+                _ = try await send(.scriptLoad(script.source))
+                return try await send(Command(buffers: command.arguments, keyIndices: command.keyIndices, split: command.split,
+                                              script: nil, decode: command.decode))
+            }
+            throw error
+        }
+        do {
+            return try command.decode(value)
+        } catch {
+            throw error.on(endpoint.description)
+        }
+    }
+
+    /// Sends any command given as its words; the reply as a RESP value (error replies are thrown).
+    public func send(_ arguments: any RESPArgument...) async throws(StrongboxError) -> RESPValue {
+        try await send(.raw(arguments))
+    }
+
+    /// Sends several commands in one write and returns each reply (or error reply) in order.
+    /// Error replies are `.failure` values here, not thrown, so one failing command does not hide the others.
+    public func pipeline(_ commands: [Command<RESPValue>]) async -> [Result<RESPValue, StrongboxError>] {
+        let promises = commands.map { _ in channel.eventLoop.makePromise(of: RESPValue.self) }
+        let batch = zip(commands, promises).map { ClientHandler.Request(arguments: $0.arguments, promise: $1, timeout: commandTimeout) }
+        channel.writeAndFlush(ClientHandler.Outbound(batch), promise: nil)
+        var results: [Result<RESPValue, StrongboxError>] = []
+        results.reserveCapacity(commands.count)
+        for (command, promise) in zip(commands, promises) {
+            do {
+                let value = try await promise.futureResult.get()
+                if case .error(let message) = value {
+                    results.append(.failure(StrongboxError(serverMessage: message, node: endpoint.description)))
+                } else {
+                    results.append(Result { () throws(StrongboxError) in try command.decode(value) })
+                }
+            } catch {
+                results.append(.failure(Self.mapped(error, node: endpoint.description)))
+            }
+        }
+        return results
+    }
+
+    /// One request, its reply as it came (error replies included).
+    func roundTrip(_ arguments: [ByteBuffer]) async throws(StrongboxError) -> RESPValue {
+        let promise = channel.eventLoop.makePromise(of: RESPValue.self)
+        channel.writeAndFlush(ClientHandler.Outbound([.init(arguments: arguments, promise: promise, timeout: commandTimeout)]),
+                              promise: nil)
+        do {
+            return try await promise.futureResult.get()
+        } catch {
+            throw Self.mapped(error, node: endpoint.description)
+        }
+    }
+
+    static func mapped(_ error: any Error, node: String) -> StrongboxError {
+        if let e = error as? StrongboxError { return e.on(node) }
+        if let e = error as? ChannelError, case .ioOnClosedChannel = e {
+            return StrongboxError(code: .connectionClosed, message: "the connection is closed", node: node)
+        }
+        return StrongboxError(code: .connectionClosed, message: "\(error)", node: node)
+    }
+
+    /// Closes the connection; pending requests fail with `.connectionClosed`.
+    public func close() async {
+        try? await channel.close()
+    }
+
+    /// A future that completes when the connection has closed.
+    var closeFuture: EventLoopFuture<Void> { channel.closeFuture }
+}
+
+/// Encodes requests, keeps their promises in send order and completes them as replies arrive.
+final class ClientHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = Outbound
+    typealias OutboundOut = ByteBuffer
+
+    struct Request: Sendable {
+        let arguments: [ByteBuffer]
+        let promise: EventLoopPromise<RESPValue>
+        let timeout: TimeAmount?
+    }
+
+    /// One write's worth of requests.
+    struct Outbound: Sendable {
+        let requests: [Request]
+        init(_ requests: [Request]) { self.requests = requests }
+    }
+
+    private struct Pending {
+        let promise: EventLoopPromise<RESPValue>
+        let timer: Scheduled<Void>?
+    }
+
+    private let node: String
+    private let protocolVersion: RESPVersion
+    private let pushHandler: (@Sendable (RESPValue) -> Void)?
+    private var pending = CircularBuffer<Pending>()
+    private var inbound: ByteBuffer?
+    private let decoder = RESPValueDecoder()
+    private var closed = false
+
+    init(node: String, protocolVersion: RESPVersion, pushHandler: (@Sendable (RESPValue) -> Void)?) {
+        self.node = node
+        self.protocolVersion = protocolVersion
+        self.pushHandler = pushHandler
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let outbound = unwrapOutboundIn(data)
+        if closed {
+            let error = StrongboxError(code: .connectionClosed, message: "the connection is closed", node: node)
+            for r in outbound.requests { r.promise.fail(error) }
+            promise?.fail(error)
+            return
+        }
+        var size = 0
+        for r in outbound.requests { size += 16 + r.arguments.reduce(0) { $0 + $1.readableBytes + 16 } }
+        var buffer = context.channel.allocator.buffer(capacity: size)
+        let loop = context.eventLoop.assumeIsolated()
+        for r in outbound.requests {
+            buffer.writeRequest(r.arguments)
+            var timer: Scheduled<Void>?
+            if let timeout = r.timeout {
+                let promise = r.promise
+                let node = self.node
+                timer = loop.scheduleTask(in: timeout) {
+                    // The reply may still come; it is dropped then (a completed promise ignores it).
+                    promise.fail(StrongboxError(code: .timeout, message: "no reply within \(timeout)", node: node))
+                }
+            }
+            pending.append(Pending(promise: r.promise, timer: timer))
+        }
+        context.write(wrapOutboundOut(buffer), promise: promise)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let bytes = unwrapInboundIn(data)
+        if inbound == nil || inbound!.readableBytes == 0 {
+            inbound = bytes
+        } else {
+            var b = bytes
+            inbound!.writeBuffer(&b)
+        }
+        while true {
+            let value: RESPValue?
+            do {
+                value = try decoder.next(from: &inbound!)
+            } catch {
+                fail(context: context, StrongboxError(code: .protocolError, message: "\(error)", node: node))
+                return
+            }
+            guard let value else { break }
+            if case .push = value, protocolVersion == .v3 {
+                pushHandler?(value)
+                continue
+            }
+            guard let first = pending.popFirst() else {
+                fail(context: context, StrongboxError(code: .protocolError, message: "a reply nobody asked for: \(value)", node: node))
+                return
+            }
+            first.timer?.cancel()
+            first.promise.succeed(value)
+        }
+        if inbound!.readableBytes == 0 { inbound!.clear() } else { inbound!.discardReadBytes() }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        failPending(StrongboxError(code: .connectionClosed, message: "the connection closed", node: node))
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        fail(context: context, StrongboxError(code: .connectionClosed, message: "\(error)", node: node))
+    }
+
+    private func fail(context: ChannelHandlerContext, _ error: StrongboxError) {
+        failPending(error)
+        context.close(promise: nil)
+    }
+
+    private func failPending(_ error: StrongboxError) {
+        closed = true
+        while let p = pending.popFirst() {
+            p.timer?.cancel()
+            p.promise.fail(error)
+        }
+    }
+}
+
+extension Duration {
+    var nanoseconds: Int64 {
+        let (s, atto) = components
+        return s * 1_000_000_000 + atto / 1_000_000_000
+    }
+}
