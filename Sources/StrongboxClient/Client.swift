@@ -28,11 +28,13 @@ public final class StrongboxClient: Sendable {
     }
 
     /// Sends one typed command and returns its decoded reply.
+    @discardableResult
     public func send<Reply>(_ command: Command<Reply>) async throws(StrongboxError) -> Reply {
         try await pool.withConnectionTyped { connection throws(StrongboxError) in try await connection.send(command) }
     }
 
     /// Sends any command given as its words; the reply as a RESP value.
+    @discardableResult
     public func send(_ arguments: any RESPArgument...) async throws(StrongboxError) -> RESPValue {
         try await send(.raw(arguments))
     }

@@ -233,6 +233,7 @@ public final class StrongboxClusterClient: Sendable {
 
     /// Sends a command to the node that owns its keys (split over nodes when it is a splittable
     /// multi-key command), following `MOVED` and `ASK`. A command without keys goes to the first node.
+    @discardableResult
     public func send<Reply>(_ command: Command<Reply>) async throws(StrongboxError) -> Reply {
         try await ensureTopology()
         let keySlots = command.keyIndices.map { HashSlot.slot(forKey: command.arguments[$0].readableBytesView) }
@@ -246,6 +247,7 @@ public final class StrongboxClusterClient: Sendable {
     }
 
     /// Sends any command given as its words, routed by the keys at `keyIndices`.
+    @discardableResult
     public func send(_ arguments: [any RESPArgument], keyIndices: [Int]) async throws(StrongboxError) -> RESPValue {
         try await send(.raw(arguments, keyIndices: keyIndices))
     }

@@ -121,6 +121,7 @@ public final class StrongboxConnection: Sendable {
 
     /// Sends one command and decodes its reply. An error reply is thrown; `EVALSHA` of a `Script`
     /// that the server does not know is loaded and retried once.
+    @discardableResult
     public func send<Reply>(_ command: Command<Reply>) async throws(StrongboxError) -> Reply {
         let value = try await roundTrip(command.arguments)
         if case .error(let message) = value {
@@ -140,6 +141,7 @@ public final class StrongboxConnection: Sendable {
     }
 
     /// Sends any command given as its words; the reply as a RESP value (error replies are thrown).
+    @discardableResult
     public func send(_ arguments: any RESPArgument...) async throws(StrongboxError) -> RESPValue {
         try await send(.raw(arguments))
     }
@@ -149,7 +151,7 @@ public final class StrongboxConnection: Sendable {
     public func pipeline(_ commands: [Command<RESPValue>]) async -> [Result<RESPValue, StrongboxError>] {
         let promises = commands.map { _ in channel.eventLoop.makePromise(of: RESPValue.self) }
         let batch = zip(commands, promises).map { ClientHandler.Request(arguments: $0.arguments, promise: $1, timeout: commandTimeout) }
-        channel.writeAndFlush(ClientHandler.Outbound(batch), promise: nil)
+        write(batch)
         var results: [Result<RESPValue, StrongboxError>] = []
         results.reserveCapacity(commands.count)
         for (command, promise) in zip(commands, promises) {
@@ -170,12 +172,20 @@ public final class StrongboxConnection: Sendable {
     /// One request, its reply as it came (error replies included).
     func roundTrip(_ arguments: [ByteBuffer]) async throws(StrongboxError) -> RESPValue {
         let promise = channel.eventLoop.makePromise(of: RESPValue.self)
-        channel.writeAndFlush(ClientHandler.Outbound([.init(arguments: arguments, promise: promise, timeout: commandTimeout)]),
-                              promise: nil)
+        write([.init(arguments: arguments, promise: promise, timeout: commandTimeout)])
         do {
             return try await promise.futureResult.get()
         } catch {
             throw Self.mapped(error, node: endpoint.description)
+        }
+    }
+
+    /// Writes requests; if the write cannot happen (the channel is closed), their promises fail.
+    private func write(_ requests: [ClientHandler.Request]) {
+        let node = endpoint.description
+        channel.writeAndFlush(ClientHandler.Outbound(requests)).whenFailure { error in
+            let e = Self.mapped(error, node: node)
+            for r in requests { r.promise.fail(e) }
         }
     }
 

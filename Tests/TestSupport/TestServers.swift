@@ -37,26 +37,31 @@ public final class RedisServerProcess: @unchecked Sendable {
 
     public static var isAvailable: Bool { FileManager.default.isExecutableFile(atPath: "/usr/bin/redis-server") }
 
-    public init(extraArguments: [String] = []) throws {
-        port = try freePort()
+    public init(extraArguments: [String] = [], port: Int? = nil) throws {
+        self.port = try port ?? freePort()
         process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
-        process.arguments = ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        process.arguments = ["--port", "\(self.port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                              "--daemonize", "no", "--protected-mode", "no", "--loglevel", "warning"] + extraArguments
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
-        try waitForPort(port)
+        try waitForPort(self.port)
     }
 
     public var pid: Int32 { process.processIdentifier }
 
     public func stop() {
         if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
+            kill(process.processIdentifier, SIGKILL)  // kills a stopped process too
             process.waitUntilExit()
         }
     }
+
+    /// SIGSTOP: the process keeps its sockets but answers nothing.
+    public func pause() { kill(pid, SIGSTOP) }
+    /// SIGCONT.
+    public func resume() { kill(pid, SIGCONT) }
 
     deinit { stop() }
 }
@@ -153,17 +158,18 @@ public final class StrongboxProcess: @unchecked Sendable {
     public let port: Int
     private let process: Process
 
-    public init(_ arguments: [String] = []) throws {
-        port = try freePort()
+    /// - Parameter port: the port to listen on (a free one when nil), e.g. to restart a node where it was.
+    public init(_ arguments: [String] = [], port: Int? = nil) throws {
+        self.port = try port ?? freePort()
         process = Process()
         process.executableURL = URL(fileURLWithPath: try strongboxExecutable())
         // Callers that pass their own --bind get it instead of the loopback default.
         let bind = arguments.contains("--bind") ? [] : ["--bind", "127.0.0.1"]
-        process.arguments = ["--port", "\(port)", "--loglevel", "warning"] + bind + arguments
+        process.arguments = ["--port", "\(self.port)", "--loglevel", "warning"] + bind + arguments
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
-        try waitForPort(port)
+        try waitForPort(self.port)
     }
 
     public var pid: Int32 { process.processIdentifier }
@@ -180,10 +186,15 @@ public final class StrongboxProcess: @unchecked Sendable {
 
     public func stop() {
         if process.isRunning {
-            kill(pid, SIGKILL)
+            kill(pid, SIGKILL)  // kills a stopped process too, without letting it run first
             process.waitUntilExit()
         }
     }
+
+    /// SIGSTOP: the process keeps its sockets but answers nothing.
+    public func pause() { kill(pid, SIGSTOP) }
+    /// SIGCONT.
+    public func resume() { kill(pid, SIGCONT) }
 
     deinit { stop() }
 }
