@@ -163,7 +163,9 @@ public final class Redlock: Sendable {
             }
             switch finished {
             case .body(let value): outcome = .success(value)
-            case .lost(let reason):
+            case .lost(nil):
+                outcome = .failure(CancellationError())
+            case .lost(let reason?):
                 metrics.lost.increment()
                 outcome = .failure(RedlockError.lockLost(current.lease, reason: reason))
             }
@@ -174,46 +176,45 @@ public final class Redlock: Sendable {
         return try outcome.get()
     }
 
-    /// Keeps the lease alive; returns (with the reason) only when it is lost. Cancelled when the body ends.
-    private func watch(_ current: LeaseBox) async -> String {
+    /// Keeps the lease alive; returns the reason when it is lost, nil when cancelled (the body ended).
+    private func watch(_ current: LeaseBox) async -> String? {
         while true {
             let lease = current.lease
             let extendAt = lease.validUntil - lease.ttl * (2.0 / 3.0)
             do {
                 try await Task.sleep(until: extendAt, clock: .continuous)
             } catch {
-                return "cancelled"  // the body finished; the caller ignores this
+                return nil  // the body finished (or the caller was cancelled)
             }
-            // Try until the lease's validity passes.
+            // Try until the lease's validity passes; an attempt still in flight at that instant loses.
             while true {
-                if Task.isCancelled { return "cancelled" }
-                do {
-                    let next = try await extend(lease)
-                    current.lease = next
-                    break
-                } catch {
-                    let now = ContinuousClock.now
-                    switch error {
-                    case .extensionLimitReached:
-                        try? await Task.sleep(until: lease.validUntil, clock: .continuous)
-                        return "extension limit (\(configuration.maximumExtensions)) reached and validity passed"
-                    case .notExtended(_, let outcomes):
-                        let gone = outcomes.filter { $0.result == .heldByAnother }.count
-                        if gone > nodes.count - quorum {
-                            return "the token is gone on \(gone) of \(nodes.count) nodes"
-                        }
-                        if now >= lease.validUntil {
-                            return "no quorum extended it before validity passed: \(outcomes.map(\.description).joined(separator: "; "))"
-                        }
-                    default:
-                        if now >= lease.validUntil { return "validity passed: \(error)" }
-                    }
-                    let pause = min(lease.ttl / 10, lease.validUntil - now)
-                    try? await Task.sleep(for: pause)
-                    if ContinuousClock.now >= lease.validUntil {
-                        return "validity passed while extending"
-                    }
+                if Task.isCancelled { return nil }
+                let remaining = lease.validUntil - ContinuousClock.now
+                if remaining <= .zero { return "validity passed while extending" }
+                let attempt: Result<LockLease, RedlockError>? = await withDeadline(remaining, fallback: nil) {
+                    do throws(RedlockError) { return .success(try await self.extend(lease)) } catch { return .failure(error) }
                 }
+                switch attempt {
+                case .none:
+                    return "validity passed while extending"
+                case .success(let next)?:
+                    current.lease = next
+                case .failure(.extensionLimitReached)?:
+                    try? await Task.sleep(until: lease.validUntil, clock: .continuous)
+                    return "extension limit (\(configuration.maximumExtensions)) reached and validity passed"
+                case .failure(.notExtended(_, let outcomes))?:
+                    let gone = outcomes.filter { $0.result == .heldByAnother }.count
+                    if gone > nodes.count - quorum {
+                        return "the token is gone on \(gone) of \(nodes.count) nodes"
+                    }
+                case .failure?:
+                    break
+                }
+                if case .success? = attempt { break }
+                let now = ContinuousClock.now
+                if now >= lease.validUntil { return "no quorum extended it before validity passed" }
+                let pause = min(lease.ttl / 10, lease.validUntil - now)
+                do { try await Task.sleep(for: pause) } catch { return nil }
             }
         }
     }
@@ -259,7 +260,7 @@ public final class Redlock: Sendable {
 
 private enum Finished<T: Sendable>: Sendable {
     case body(T)
-    case lost(String)
+    case lost(String?)
 }
 
 /// The current lease of a `withLock`, replaced by each extension.

@@ -33,7 +33,17 @@ final class Node: @unchecked Sendable {
     var endpoint: Endpoint { Endpoint(host: "127.0.0.1", port: port) }
     var pid: Int32 { strongbox?.pid ?? redis!.pid }
 
-    func pause() { kill(pid, SIGSTOP) }
+    /// SIGSTOP, returning once the process is really stopped (signal delivery is asynchronous).
+    func pause() {
+        kill(pid, SIGSTOP)
+        let deadline = Date().addingTimeInterval(2)
+        while Date() < deadline {
+            if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+               let close = stat.lastIndex(of: ")"),
+               stat[stat.index(close, offsetBy: 2)] == "T" { return }
+            usleep(1000)
+        }
+    }
     func resume() { kill(pid, SIGCONT) }
     func stop() {
         strongbox?.stop()
