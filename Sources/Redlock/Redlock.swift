@@ -63,8 +63,8 @@ public final class Redlock: Sendable {
             attempts += 1
             let token = Self.randomToken()
             let attemptStart = ContinuousClock.now
-            let outcomes = await onEveryNode(timeout: nodeTimeout(ttl)) { node in
-                await node.tryLock(names, token: token, ttlMilliseconds: Self.milliseconds(ttl))
+            let outcomes = await onEveryNode(timeout: nodeTimeout(ttl)) { node, timeout in
+                await node.tryLock(names, token: token, ttlMilliseconds: Self.milliseconds(ttl), timeout: timeout)
             }
             lastOutcomes = outcomes
             let granted = outcomes.filter { $0.result == .granted }.map(\.node)
@@ -77,7 +77,7 @@ public final class Redlock: Sendable {
             }
             // Not granted: undo whatever this attempt took, on every node (also those that timed out:
             // their SET may still land).
-            _ = await onEveryNode(timeout: nodeTimeout(ttl)) { node in await node.release(names, token: token) }
+            _ = await onEveryNode(timeout: nodeTimeout(ttl)) { node, timeout in await node.release(names, token: token, timeout: timeout) }
 
             let held = outcomes.filter { $0.result == .heldByAnother }.map(\.node)
             let retriesLeft = configuration.retryCount.map { attempts <= $0 } ?? true
@@ -109,8 +109,8 @@ public final class Redlock: Sendable {
     /// released it (a node where it had expired, or never was, does not count).
     @discardableResult
     public func release(_ lease: LockLease) async -> Int {
-        let outcomes = await onEveryNode(timeout: nodeTimeout(lease.ttl)) { node in
-            await node.release(lease.names, token: lease.token)
+        let outcomes = await onEveryNode(timeout: nodeTimeout(lease.ttl)) { node, timeout in
+            await node.release(lease.names, token: lease.token, timeout: timeout)
         }
         metrics.held(ContinuousClock.now - lease.acquiredAt)
         return outcomes.filter { $0.result == .granted }.count
@@ -122,8 +122,8 @@ public final class Redlock: Sendable {
         let ttl = ttl ?? lease.ttl
         guard lease.extensions < configuration.maximumExtensions else { throw .extensionLimitReached(lease) }
         let start = ContinuousClock.now
-        let outcomes = await onEveryNode(timeout: nodeTimeout(ttl)) { node in
-            await node.extend(lease.names, token: lease.token, ttlMilliseconds: Self.milliseconds(ttl))
+        let outcomes = await onEveryNode(timeout: nodeTimeout(ttl)) { node, timeout in
+            await node.extend(lease.names, token: lease.token, ttlMilliseconds: Self.milliseconds(ttl), timeout: timeout)
         }
         let extended = outcomes.filter { $0.result == .granted }.map(\.node)
         let now = ContinuousClock.now
@@ -221,13 +221,17 @@ public final class Redlock: Sendable {
 
     // MARK: Helpers
 
-    /// Runs `operation` on every node in parallel, each bounded by `timeout`; outcomes in node order.
-    private func onEveryNode(timeout: Duration, _ operation: @escaping @Sendable (RedlockNode) async -> NodeOutcome.Result) async -> [NodeOutcome] {
-        await withTaskGroup(of: (Int, NodeOutcome.Result).self) { group in
+    /// Runs `operation` on every node in parallel, each bounded by `timeout` (the node's client
+    /// enforces it: lease, connect and replies); outcomes in node order.
+    private func onEveryNode(
+        timeout: Duration, _ operation: @escaping @Sendable (RedlockNode, Duration) async -> NodeOutcome.Result
+    ) async -> [NodeOutcome] {
+        if nodes.count == 1 {
+            return [NodeOutcome(node: nodes[0].endpoint, result: await operation(nodes[0], timeout))]
+        }
+        return await withTaskGroup(of: (Int, NodeOutcome.Result).self) { group in
             for (i, node) in nodes.enumerated() {
-                group.addTask {
-                    (i, await withDeadline(timeout, fallback: .timedOut) { await operation(node) })
-                }
+                group.addTask { (i, await operation(node, timeout)) }
             }
             var results = [NodeOutcome.Result](repeating: .timedOut, count: nodes.count)
             for await (i, r) in group { results[i] = r }

@@ -44,13 +44,13 @@ public final class RedlockNode: Sendable {
         """)
 
     /// Which native commands this node has (probed once, with a key nobody uses).
-    func detectCapabilities() async throws(StrongboxError) -> Capabilities {
+    func detectCapabilities(timeout: Duration) async throws(StrongboxError) -> Capabilities {
         if let known = capabilities.withLock({ $0 }) { return known }
         let probeKey = "__redlock_probe__:\(UInt64.random(in: 0...UInt64.max))"
         let replies = try await client.pipeline([
             .raw(["DELIFEQ", probeKey, "x"]),
             .raw(["PEXPIRE", probeKey, "1000", "IFEQ", "x"]),
-        ])
+        ], timeout: timeout)
         func native(_ r: Result<RESPValue, StrongboxError>) throws(StrongboxError) -> Bool {
             switch r {
             case .success(.integer): return true
@@ -70,13 +70,13 @@ public final class RedlockNode: Sendable {
     }
 
     /// `SET name token NX PX ttl` for every name, in one pipeline.
-    func tryLock(_ names: [String], token: [UInt8], ttlMilliseconds: Int) async -> NodeOutcome.Result {
+    func tryLock(_ names: [String], token: [UInt8], ttlMilliseconds: Int, timeout: Duration) async -> NodeOutcome.Result {
         let commands: [Command<RESPValue>] = names.map { .raw(["SET", $0, token, "NX", "PX", ttlMilliseconds]) }
         let replies: [Result<RESPValue, StrongboxError>]
         do {
-            replies = try await client.pipeline(commands)
+            replies = try await client.pipeline(commands, timeout: timeout)
         } catch {
-            return .failed(error)
+            return Self.outcome(error)
         }
         var held = false
         for reply in replies {
@@ -85,45 +85,53 @@ public final class RedlockNode: Sendable {
             case .success(.null), .success(.nullArray): held = true
             case .success(let v):
                 return .failed(StrongboxError(code: .unexpectedReply, message: "SET NX answered \(v)", node: endpoint.description))
-            case .failure(let e): return .failed(e)
+            case .failure(let e): return Self.outcome(e)
             }
         }
         return held ? .heldByAnother : .granted
     }
 
+    /// A client-side timeout is the node not answering in time; anything else is its error.
+    static func outcome(_ error: StrongboxError) -> NodeOutcome.Result {
+        error.code == .timeout ? .timedOut : .failed(error)
+    }
+
     /// Deletes every name that still holds `token`. True when all of them did.
-    func release(_ names: [String], token: [UInt8]) async -> NodeOutcome.Result {
+    func release(_ names: [String], token: [UInt8], timeout: Duration) async -> NodeOutcome.Result {
+        let deadline = ContinuousClock.now + timeout
         do {
-            let native = try await detectCapabilities().nativeRelease
+            let native = try await detectCapabilities(timeout: timeout).nativeRelease
             let commands: [Command<RESPValue>] = names.map { name in
                 native ? .raw(["DELIFEQ", name, token]) : .evalSHA(Self.releaseScript, keys: [name], arguments: [token])
             }
-            return try await runAll(commands, scripts: native ? [] : [Self.releaseScript])
+            return try await runAll(commands, scripts: native ? [] : [Self.releaseScript], deadline: deadline)
         } catch {
-            return .failed(error)
+            return Self.outcome(error)
         }
     }
 
     /// Sets the TTL of every name that still holds `token`. Granted when all of them did.
-    func extend(_ names: [String], token: [UInt8], ttlMilliseconds: Int) async -> NodeOutcome.Result {
+    func extend(_ names: [String], token: [UInt8], ttlMilliseconds: Int, timeout: Duration) async -> NodeOutcome.Result {
+        let deadline = ContinuousClock.now + timeout
         do {
-            let native = try await detectCapabilities().nativeExtend
+            let native = try await detectCapabilities(timeout: timeout).nativeExtend
             let commands: [Command<RESPValue>] = names.map { name in
                 native ? .raw(["PEXPIRE", name, ttlMilliseconds, "IFEQ", token])
                     : .evalSHA(Self.extendScript, keys: [name], arguments: [token, ttlMilliseconds])
             }
-            return try await runAll(commands, scripts: native ? [] : [Self.extendScript])
+            return try await runAll(commands, scripts: native ? [] : [Self.extendScript], deadline: deadline)
         } catch {
-            return .failed(error)
+            return Self.outcome(error)
         }
     }
 
     /// Pipelines commands answering 1 (done) or 0 (not ours); loads scripts once on NOSCRIPT.
-    private func runAll(_ commands: [Command<RESPValue>], scripts: [Script]) async throws(StrongboxError) -> NodeOutcome.Result {
-        var replies = try await client.pipeline(commands)
+    private func runAll(_ commands: [Command<RESPValue>], scripts: [Script],
+                        deadline: ContinuousClock.Instant) async throws(StrongboxError) -> NodeOutcome.Result {
+        var replies = try await client.pipeline(commands, timeout: deadline - .now)
         if replies.contains(where: { if case .failure(let e) = $0 { return e.code == .noScript } else { return false } }) {
-            for s in scripts { _ = try await client.send(.scriptLoad(s.source)) }
-            replies = try await client.pipeline(commands)
+            _ = try await client.pipeline(scripts.map { .raw(["SCRIPT", "LOAD", $0.source]) }, timeout: deadline - .now)
+            replies = try await client.pipeline(commands, timeout: deadline - .now)
         }
         var all = true
         for reply in replies {
@@ -131,7 +139,7 @@ public final class RedlockNode: Sendable {
             case .success(.integer(let n)): if n == 0 { all = false }
             case .success(let v):
                 return .failed(StrongboxError(code: .unexpectedReply, message: "expected 0 or 1, got \(v)", node: endpoint.description))
-            case .failure(let e): return .failed(e)
+            case .failure(let e): return Self.outcome(e)
             }
         }
         return all ? .granted : .heldByAnother

@@ -40,8 +40,13 @@ public final class StrongboxClient: Sendable {
     }
 
     /// Sends the commands in one write on one connection; each reply (or error) in order.
-    public func pipeline(_ commands: [Command<RESPValue>]) async throws(StrongboxError) -> [Result<RESPValue, StrongboxError>] {
-        try await pool.withConnectionTyped { connection in await connection.pipeline(commands) }
+    /// - Parameter timeout: bounds the whole call — waiting for a pooled connection (or connecting)
+    ///   and each reply — instead of the configured lease and command timeouts.
+    public func pipeline(_ commands: [Command<RESPValue>], timeout: Duration? = nil) async throws(StrongboxError) -> [Result<RESPValue, StrongboxError>] {
+        let start = ContinuousClock.now
+        return try await pool.withConnectionTyped(timeout: timeout) { connection in
+            await connection.pipeline(commands, timeout: timeout.map { $0 - (ContinuousClock.now - start) })
+        }
     }
 
     /// Runs `body` with a pooled connection of its own.

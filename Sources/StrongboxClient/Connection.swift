@@ -148,9 +148,11 @@ public final class StrongboxConnection: Sendable {
 
     /// Sends several commands in one write and returns each reply (or error reply) in order.
     /// Error replies are `.failure` values here, not thrown, so one failing command does not hide the others.
-    public func pipeline(_ commands: [Command<RESPValue>]) async -> [Result<RESPValue, StrongboxError>] {
+    /// - Parameter timeout: how long to wait for the replies (the configured command timeout when nil).
+    public func pipeline(_ commands: [Command<RESPValue>], timeout: Duration? = nil) async -> [Result<RESPValue, StrongboxError>] {
         let promises = commands.map { _ in channel.eventLoop.makePromise(of: RESPValue.self) }
-        let batch = zip(commands, promises).map { ClientHandler.Request(arguments: $0.arguments, promise: $1, timeout: commandTimeout) }
+        let limit = timeout.map { TimeAmount.nanoseconds(max(1, $0.nanoseconds)) } ?? commandTimeout
+        let batch = zip(commands, promises).map { ClientHandler.Request(arguments: $0.arguments, promise: $1, timeout: limit) }
         write(batch)
         var results: [Result<RESPValue, StrongboxError>] = []
         results.reserveCapacity(commands.count)

@@ -86,8 +86,8 @@ public final class ConnectionPool: Sendable {
     }
 
     /// Typed-error variant for the client's own commands.
-    func withConnectionTyped<T>(_ body: (StrongboxConnection) async throws(StrongboxError) -> T) async throws(StrongboxError) -> T {
-        let connection = try await lease()
+    func withConnectionTyped<T>(timeout: Duration? = nil, _ body: (StrongboxConnection) async throws(StrongboxError) -> T) async throws(StrongboxError) -> T {
+        let connection = try await lease(timeout: timeout)
         defer { release(connection) }
         return try await body(connection)
     }
@@ -99,15 +99,17 @@ public final class ConnectionPool: Sendable {
         case shutdown
     }
 
-    func lease() async throws(StrongboxError) -> StrongboxConnection {
-        let deadline = ContinuousClock.now + poolConfiguration.leaseTimeout
+    /// - Parameter timeout: wait at most this long (and at most `leaseTimeout`), connecting included.
+    func lease(timeout: Duration? = nil) async throws(StrongboxError) -> StrongboxConnection {
+        let limit = timeout.map { min($0, poolConfiguration.leaseTimeout) } ?? poolConfiguration.leaseTimeout
+        let deadline = ContinuousClock.now + limit
         let node = configuration.endpoint.description
         while true {
             let now = ContinuousClock.now
             if Task.isCancelled { throw StrongboxError(code: .timeout, message: "cancelled while waiting for a connection", node: node) }
             if now >= deadline {
-                throw StrongboxError(code: .poolExhausted,
-                                                  message: "no connection free within \(poolConfiguration.leaseTimeout)", node: node)
+                throw StrongboxError(code: limit < poolConfiguration.leaseTimeout ? .timeout : .poolExhausted,
+                                     message: "no connection free within \(limit)", node: node)
             }
             let step: Step = state.withLock { s in
                 if s.shutdown { return .shutdown }

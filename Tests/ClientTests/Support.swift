@@ -1,7 +1,12 @@
+import Testing
 import Foundation
 import NIOCore
 import StrongboxClient
 import TestSupport
+
+/// Every client, cluster-client and Redlock suite, one after another: they start real processes and
+/// some measure timeouts, so they should not compete with each other for two cores.
+@Suite(.serialized) struct ClientIntegration {}
 
 /// Which real server a test runs against.
 enum ServerKind: String, CaseIterable, CustomStringConvertible, Sendable {
