@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "Redlock", targets: ["Redlock"]),
         .executable(name: "redlock-bench", targets: ["redlock-bench"]),
         .executable(name: "withlock-example", targets: ["withlock-example"]),
+        .executable(name: "strongbox-stress", targets: ["strongbox-stress"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -59,6 +60,28 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "StressKit",
+            dependencies: [
+                "Redlock", "StrongboxClient", "HashRing", "RESP",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "strongbox-stress",
+            dependencies: [
+                "StressKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "StressTests",
+            dependencies: ["StressKit", "TestSupport"],
             swiftSettings: strict
         ),
         .executableTarget(
