@@ -69,9 +69,13 @@ public final class Recorder: Sendable {
 
     public func errorsByKind() -> [String: Int] { state.withLock { $0.errors } }
 
+    /// One point per whole second of the run (a last, partial second is left out: it would read as a drop).
     public func timeline() -> [TimelinePoint] {
-        state.withLock { s in
-            guard let last = s.seconds.keys.max() else { return [] }
+        let complete = Int((ContinuousClock.now - start).seconds)
+        return state.withLock { s in
+            guard let maxSecond = s.seconds.keys.max() else { return [] }
+            let last = min(maxSecond, complete - 1)
+            guard last >= 0 else { return [] }
             return (0...last).map { i in
                 let b = s.seconds[i] ?? Second()
                 return TimelinePoint(second: i, ops: b.ops, errors: b.errors,

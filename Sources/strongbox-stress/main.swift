@@ -94,6 +94,19 @@ func execute(_ common: CommonOptions, mode: String, settings extra: [String: Str
              workload: @escaping @Sendable (Fleet, Recorder) async -> (RunReport.LockFindings?, RunReport.CacheFindings?)) async throws {
     let fleet = try common.makeFleet()
     defer { fleet.shutdown() }
+    // Ctrl-C or SIGTERM: stop the servers this run started before going.
+    var signalSources: [any DispatchSourceSignal] = []
+    for sig in [SIGINT, SIGTERM] {
+        signal(sig, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        source.setEventHandler {
+            fleet.shutdown()
+            exit(130)
+        }
+        source.resume()
+        signalSources.append(source)
+    }
+    defer { signalSources.forEach { $0.cancel() } }
     let recorder = Recorder()
     let injector = common.faultEvery.map {
         FaultInjector(fleet: fleet, plan: FaultPlan(common.fault)!, every: $0, duration: common.faultDuration,
