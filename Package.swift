@@ -16,6 +16,7 @@ let package = Package(
         .executable(name: "redlock-bench", targets: ["redlock-bench"]),
         .executable(name: "withlock-example", targets: ["withlock-example"]),
         .executable(name: "strongbox-stress", targets: ["strongbox-stress"]),
+        .executable(name: "order-demo", targets: ["order-demo"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -25,6 +26,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         .target(
@@ -77,6 +79,22 @@ let package = Package(
                 "StressKit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "order-demo",
+            dependencies: [
+                "StressKit", "Redlock", "StrongboxClient", "RESP",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "OrderDemoTests",
+            dependencies: ["TestSupport"],
             swiftSettings: strict
         ),
         .testTarget(
