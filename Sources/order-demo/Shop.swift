@@ -33,6 +33,8 @@ final class Shop: Sendable {
     let idempotency: StrongboxClusterClient
     let settings: ShopSettings
     let tally: Tally
+    /// One task per product in this process contends for the product's Redlock at a time.
+    let gate = LocalGate()
 
     init(store: Store, catalog: Catalog, redlock: Redlock?, idempotency: StrongboxClusterClient, settings: ShopSettings, tally: Tally) {
         self.store = store
@@ -56,6 +58,10 @@ final class Shop: Sendable {
     /// the product lock like the try phase does — a cancel landing between another order's read
     /// and write of the stock would otherwise be overwritten (a lost update).
     private func compensate(_ purchaseID: Int64, productID: Int) async throws {
+        try await gate.withTurn("product:\(productID)", enabled: redlock != nil) { try await compensateUnderGate(purchaseID, productID: productID) }
+    }
+
+    private func compensateUnderGate(_ purchaseID: Int64, productID: Int) async throws {
         var lease: LockLease?
         if let redlock {
             do throws(RedlockError) {
@@ -116,23 +122,27 @@ final class Shop: Sendable {
         // 2. Try: reserve stock under a lock on the product. A sold-out product is refused without
         // taking the lock (a read that can only say "no"; the decision to sell is made under the lock).
         if try await store.available(r.productID) < r.quantity { return .rejectedNoStock }
-        var lease: LockLease?
-        if let redlock {
-            do throws(RedlockError) {
-                lease = try await redlock.acquire("lock:product:\(r.productID)", ttl: settings.lockTTL)
-            } catch {
-                tally.add("lock_unavailable")
-                return .lockUnavailable
+        let tried: TryResult? = try await gate.withTurn("product:\(r.productID)", enabled: redlock != nil) { () async throws -> TryResult? in
+            var lease: LockLease?
+            if let redlock {
+                do throws(RedlockError) {
+                    lease = try await redlock.acquire("lock:product:\(r.productID)", ttl: settings.lockTTL)
+                } catch {
+                    tally.add("lock_unavailable")
+                    return nil
+                }
             }
-        }
-        let tried: TryResult
-        do {
-            tried = try await reserveStock(r, priceCents: product.priceCents, lease: lease)
-        } catch {
+            let tried: TryResult
+            do {
+                tried = try await reserveStock(r, priceCents: product.priceCents, lease: lease)
+            } catch {
+                if let lease, let redlock { await redlock.release(lease) }
+                throw error
+            }
             if let lease, let redlock { await redlock.release(lease) }
-            throw error
+            return tried
         }
-        if let lease, let redlock { await redlock.release(lease) }
+        guard let tried else { return .lockUnavailable }
         let reservation: Store.ReserveResult
         switch tried {
         case .noStock: return .rejectedNoStock
