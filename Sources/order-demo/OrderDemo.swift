@@ -72,6 +72,8 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Products seeded into a new database.") var products = 100
     @Option(help: "Units per product seeded into a new database.") var stock = 50
     @Option(help: "How many hot products the buyers go for.") var hot = 3
+    @Option(help: "Units the merchant restocks a hot product with, each --restock-every (0: no deliveries).") var restockUnits = 5
+    @Option(help: "How often a delivery arrives.", transform: parseDurationOption) var restockEvery: Duration = .milliseconds(100)
     @Option(help: "Comma-separated host:port of running lock nodes (independent; Redlock over them).") var lockNodes: String?
     @Option(help: "Comma-separated host:port of running cache nodes (sharded by the client's hash ring).") var cacheNodes: String?
     @Option(help: "The strongbox binary to start nodes from (default: beside this tool).") var serverBinary: String?
@@ -109,7 +111,8 @@ struct Run: AsyncParsableCommand {
         let report = try await runSale(store: store, lockFleet: lockFleet, cacheFleet: cacheFleet, shopSettings: shop,
                                        run: RunSettings(buyers: buyers, duration: duration, hot: hot, retryRate: retryRate,
                                                         priceChangeEvery: .milliseconds(200), chaos: chaos, quiet: quiet,
-                                                        recover: !noRecover))
+                                                        recover: !noRecover, restockUnits: restockUnits,
+                                                        restockEvery: restockEvery))
         lockFleet.shutdown()
         cacheFleet.shutdown()
         print(report.text())

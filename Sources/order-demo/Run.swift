@@ -47,6 +47,7 @@ struct DemoReport: Codable {
         row("cache nodes", cacheNodes.joined(separator: ", "))
         row("buyers / duration", "\(buyers) / \(String(format: "%.1f s", durationSeconds))")
         row("orders attempted", "\(attempted)")
+        row("deliveries (restocks)", "\(counters["restocks"] ?? 0)")
         row("paid", "\(paid)")
         row("cancelled (payment failed)", "\(cancelled)")
         row("rejected, no stock", "\(rejectedNoStock)")
@@ -74,6 +75,8 @@ struct RunSettings: Sendable {
     var chaos: Bool
     var quiet: Bool
     var recover: Bool
+    var restockUnits: Int
+    var restockEvery: Duration
 }
 
 /// The flash sale: buyers, a merchant changing prices, optional chaos; then recovery and the invariants.
@@ -126,6 +129,13 @@ func runSale(store: Store, lockFleet: Fleet, cacheFleet: Fleet, shopSettings: Sh
                 await catalog.invalidate(id, version: version)
                 tally.add("price_changes")
             }
+        }
+    }
+    // Deliveries keep the sale going for the whole run (so the faults hit a live sale).
+    let deliveries = Task {
+        while ContinuousClock.now < end, run.restockUnits > 0 {
+            try? await Task.sleep(for: run.restockEvery)
+            if (try? await shop.restock(hot.randomElement()!, units: run.restockUnits)) == true { tally.add("restocks") }
         }
     }
     let chaos = Task {
@@ -187,6 +197,8 @@ func runSale(store: Store, lockFleet: Fleet, cacheFleet: Fleet, shopSettings: Sh
     }
     merchant.cancel()
     await merchant.value
+    deliveries.cancel()
+    await deliveries.value
     await chaos.value
     progress.cancel()
     if interactive { print("") }

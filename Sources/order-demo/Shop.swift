@@ -81,6 +81,28 @@ final class Shop: Sendable {
         if let lease, let redlock { await redlock.release(lease) }
     }
 
+    /// The merchant's delivery of `units` more: it writes `available`, so it takes the product lock too.
+    func restock(_ productID: Int, units: Int) async throws -> Bool {
+        try await gate.withTurn("product:\(productID)", enabled: redlock != nil) {
+            var lease: LockLease?
+            if let redlock {
+                do throws(RedlockError) {
+                    lease = try await redlock.acquire("lock:product:\(productID)", ttl: settings.lockTTL)
+                } catch {
+                    return false
+                }
+            }
+            do {
+                try await store.restock(productID, units: units)
+            } catch {
+                if let lease, let redlock { await redlock.release(lease) }
+                throw error
+            }
+            if let lease, let redlock { await redlock.release(lease) }
+            return true
+        }
+    }
+
     private func lockStillValid(_ lease: LockLease?) -> Bool {
         guard let lease else { return true }
         return ContinuousClock.now + .milliseconds(200) <= lease.validUntil

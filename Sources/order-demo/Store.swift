@@ -101,6 +101,14 @@ final class Store: Sendable {
         }
     }
 
+    /// A delivery: more units on sale (and in `initial`, so the books still balance).
+    func restock(_ productID: Int, units: Int) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "UPDATE stock SET initial = initial + ?, available = available + ? WHERE product_id = ?",
+                           arguments: [units, units, productID])
+        }
+    }
+
     func available(_ productID: Int) async throws -> Int {
         try await pool.read { db in try Int.fetchOne(db, sql: "SELECT available FROM stock WHERE product_id = ?", arguments: [productID]) ?? 0 }
     }
