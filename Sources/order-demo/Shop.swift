@@ -54,53 +54,37 @@ final class Shop: Sendable {
         }
     }
 
-    /// Cancel: the reservation goes back to available stock. That writes `available`, so it takes
-    /// the product lock like the try phase does — a cancel landing between another order's read
-    /// and write of the stock would otherwise be overwritten (a lost update).
-    private func compensate(_ purchaseID: Int64, productID: Int) async throws {
-        try await gate.withTurn("product:\(productID)", enabled: redlock != nil) { try await compensateUnderGate(purchaseID, productID: productID) }
-    }
-
-    private func compensateUnderGate(_ purchaseID: Int64, productID: Int) async throws {
-        var lease: LockLease?
-        if let redlock {
-            do throws(RedlockError) {
-                lease = try await redlock.acquire("lock:product:\(productID)", ttl: settings.lockTTL)
-            } catch {
-                // Leave it pending: `recover` cancels it later, when no order is running.
-                tally.add("cancel_deferred_to_recovery")
-                return
-            }
-        }
-        do {
-            try await store.cancel(purchaseID)
-        } catch {
-            if let lease, let redlock { await redlock.release(lease) }
-            throw error
-        }
-        if let lease, let redlock { await redlock.release(lease) }
-    }
-
-    /// The merchant's delivery of `units` more: it writes `available`, so it takes the product lock too.
-    func restock(_ productID: Int, units: Int) async throws -> Bool {
-        try await gate.withTurn("product:\(productID)", enabled: redlock != nil) {
+    /// Runs `body` in the product's local turn holding its Redlock (both skipped with `--no-locks`);
+    /// the lock is released however `body` ends. nil: the lock could not be had.
+    private func withProductLock<T>(_ productID: Int, _ body: (LockLease?) async throws -> T) async throws -> T? {
+        try await gate.withTurn("product:\(productID)", enabled: redlock != nil) { () async throws -> T? in
             var lease: LockLease?
             if let redlock {
                 do throws(RedlockError) {
                     lease = try await redlock.acquire("lock:product:\(productID)", ttl: settings.lockTTL)
                 } catch {
-                    return false
+                    return nil
                 }
             }
-            do {
-                try await store.restock(productID, units: units)
-            } catch {
-                if let lease, let redlock { await redlock.release(lease) }
-                throw error
-            }
+            let result: Result<T, any Error>
+            do { result = .success(try await body(lease)) } catch { result = .failure(error) }
             if let lease, let redlock { await redlock.release(lease) }
-            return true
+            return try result.get()
         }
+    }
+
+    /// Cancel: the reservation goes back to available stock. That writes `available`, so it takes
+    /// the product lock like the try phase does — a cancel landing between another order's read
+    /// and write of the stock would otherwise be overwritten (a lost update).
+    private func compensate(_ purchaseID: Int64, productID: Int) async throws {
+        let done: Void? = try await withProductLock(productID) { _ in try await store.cancel(purchaseID) }
+        // Without the lock the order stays pending: `recover` cancels it later, when no order runs.
+        if done == nil { tally.add("cancel_deferred_to_recovery") }
+    }
+
+    /// The merchant's delivery of `units` more: it writes `available`, so it takes the product lock too.
+    func restock(_ productID: Int, units: Int) async throws -> Bool {
+        try await withProductLock(productID) { _ in try await store.restock(productID, units: units) } != nil
     }
 
     private func lockStillValid(_ lease: LockLease?) -> Bool {
@@ -144,27 +128,13 @@ final class Shop: Sendable {
         // 2. Try: reserve stock under a lock on the product. A sold-out product is refused without
         // taking the lock (a read that can only say "no"; the decision to sell is made under the lock).
         if try await store.available(r.productID) < r.quantity { return .rejectedNoStock }
-        let tried: TryResult? = try await gate.withTurn("product:\(r.productID)", enabled: redlock != nil) { () async throws -> TryResult? in
-            var lease: LockLease?
-            if let redlock {
-                do throws(RedlockError) {
-                    lease = try await redlock.acquire("lock:product:\(r.productID)", ttl: settings.lockTTL)
-                } catch {
-                    tally.add("lock_unavailable")
-                    return nil
-                }
-            }
-            let tried: TryResult
-            do {
-                tried = try await reserveStock(r, priceCents: product.priceCents, lease: lease)
-            } catch {
-                if let lease, let redlock { await redlock.release(lease) }
-                throw error
-            }
-            if let lease, let redlock { await redlock.release(lease) }
-            return tried
+        let tried = try await withProductLock(r.productID) { lease in
+            try await reserveStock(r, priceCents: product.priceCents, lease: lease)
         }
-        guard let tried else { return .lockUnavailable }
+        guard let tried else {
+            tally.add("lock_unavailable")
+            return .lockUnavailable
+        }
         let reservation: Store.ReserveResult
         switch tried {
         case .noStock: return .rejectedNoStock
