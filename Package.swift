@@ -124,7 +124,7 @@ let package = Package(
         .target(
             name: "Engine",
             dependencies: [
-                "RESP", "Keyspace", "CXXHash", "CLua",
+                "RESP", "Keyspace", "HashRing", "CXXHash", "CLua",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
@@ -144,7 +144,7 @@ let package = Package(
         .executableTarget(
             name: "strongbox",
             dependencies: [
-                "StrongboxServer", "Engine", "Keyspace",
+                "StrongboxServer", "Engine", "Keyspace", "HashRing",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

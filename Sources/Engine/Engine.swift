@@ -75,9 +75,12 @@ public final class Engine: Sendable {
     public let scripts = ScriptEngine()
     /// Where `redis.log` lines go: (level 0…3, message).
     public let scriptLog: @Sendable (Int, String) -> Void
+    /// Set when this node is one of a cluster (`--cluster-peers`).
+    public let cluster: ClusterState?
 
-    public init(keyspace: Keyspace = Keyspace(), config: ConfigStore = ConfigStore(),
+    public init(keyspace: Keyspace = Keyspace(), config: ConfigStore = ConfigStore(), cluster: ClusterState? = nil,
                 scriptLog: @escaping @Sendable (Int, String) -> Void = { _, _ in }) {
+        self.cluster = cluster
         self.keyspace = keyspace
         self.config = config
         self.scriptLog = scriptLog
@@ -116,6 +119,20 @@ public final class Engine: Sendable {
         if !invocation.session.authenticated && !spec.allowedWithoutAuth {
             invocation.out.writeRESPError(CommandError.noAuth.message)
             return
+        }
+        if let cluster, !fromScript, let route = Self.keyRoute(spec, invocation.args) {
+            switch route {
+            case .crossSlot:
+                invocation.out.writeRESPError("CROSSSLOT Keys in request don't hash to the same slot")
+                return
+            case .slot(let slot):
+                let owner = cluster.ownerIndex(ofSlot: slot)
+                if owner != cluster.myIndex {
+                    let m = cluster.ring.members[owner]
+                    invocation.out.writeRESPError("MOVED \(slot) \(m.host):\(m.port)")
+                    return
+                }
+            }
         }
         invocation.session.lastCommand = spec.name
         invocation.session.commandsSinceFlush &+= 1

@@ -135,7 +135,9 @@ public struct HashRing: Sendable, Equatable {
         points.sort { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 < $1.1 }
         var owners = [UInt16](repeating: 0, count: HashSlot.count)
         for slot in 0..<HashSlot.count {
-            let position = StableHash.mix(UInt64(slot) &* 0xD6E8_FEB8_6659_FD93)
+            // Slots sit in order around the ring (slot s at the middle of its 1/16384 arc), so each
+            // arc between two points is a contiguous run of slots: few ranges in CLUSTER SLOTS.
+            let position = UInt64(slot) << 50 | 1 << 49
             // First point at or after `position`, wrapping around.
             var lo = 0, hi = points.count
             while lo < hi {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Engine
+import HashRing
 import Keyspace
 import NIOCore
 import Logging
@@ -74,6 +75,18 @@ struct StrongboxCommand: AsyncParsableCommand {
     @Option(name: .customLong("busy-reply-threshold"), parsing: .unconditional, help: "Milliseconds a script may run before other clients get -BUSY (default 5000).")
     var busyReplyThreshold: String?
 
+    @Option(name: .customLong("cluster-peers"), parsing: .unconditional, help: "Every node of the cluster, this one included: host:port[@node-id],… (the same list on every node). Empty: no cluster.")
+    var clusterPeers: String?
+
+    @Option(name: .customLong("cluster-mode"), parsing: .unconditional, help: "redirect: keys owned by another node get -MOVED slot host:port, as Redis Cluster answers (default redirect).")
+    var clusterMode: String?
+
+    @Option(name: .customLong("cluster-announce-ip"), parsing: .unconditional, help: "The host this node appears as in --cluster-peers (default: the first --bind address, else 127.0.0.1).")
+    var clusterAnnounceIp: String?
+
+    @Option(name: .customLong("cluster-virtual-nodes"), parsing: .unconditional, help: "Ring points per member (default 256; must match on every node).")
+    var clusterVirtualNodes: String?
+
     func directives() -> [(String, [String])] {
         var list: [(String, [String])] = []
         func add(_ name: String, _ value: String?) { if let value { list.append((name, [value])) } }
@@ -90,6 +103,10 @@ struct StrongboxCommand: AsyncParsableCommand {
         add("threads", threads)
         add("hz", hz)
         add("busy-reply-threshold", busyReplyThreshold)
+        add("cluster-peers", clusterPeers)
+        add("cluster-mode", clusterMode)
+        add("cluster-announce-ip", clusterAnnounceIp)
+        add("cluster-virtual-nodes", clusterVirtualNodes)
         return list
     }
 
@@ -111,7 +128,7 @@ struct StrongboxCommand: AsyncParsableCommand {
         }
         let logger = makeLogger(config)
         let threads = config.integer("threads") > 0 ? config.integer("threads") : System.coreCount
-        let engine = Engine(keyspace: Keyspace(shardCount: max(16, 8 * threads)), config: config)
+        let engine = Engine(keyspace: Keyspace(shardCount: max(16, 8 * threads)), config: config, cluster: try clusterState(config))
         let server = StrongboxServer(engine: engine, threads: config.integer("threads"), configFile: configFile ?? "", logger: logger)
         do {
             try await server.start()
@@ -126,6 +143,29 @@ struct StrongboxCommand: AsyncParsableCommand {
             )
         )
         try await group.run()
+    }
+
+    /// The cluster this node belongs to, from `cluster-peers` (nil when empty).
+    private func clusterState(_ config: ConfigStore) throws -> ClusterState? {
+        let peersText = config.get("cluster-peers") ?? ""
+        guard !peersText.isEmpty else { return nil }
+        do {
+            let peers = try ClusterState.parsePeers(peersText)
+            var host = config.get("cluster-announce-ip") ?? ""
+            if host.isEmpty {
+                let firstBind = (config.get("bind") ?? "").split(separator: " ").first.map { String($0.drop { $0 == "-" }) } ?? ""
+                host = firstBind.isEmpty || firstBind == "0.0.0.0" || firstBind == "*" ? "127.0.0.1" : firstBind
+            }
+            let port = config.integer("port")
+            let me = peers.first { $0.host == host && $0.port == port } ?? RingMember(host: host, port: port)
+            let mode = ClusterState.Mode(rawValue: config.get("cluster-mode") ?? "redirect") ?? .redirect
+            if mode == .proxy {
+                throw ClusterConfigError("cluster-mode proxy is not available yet; use redirect")
+            }
+            return try ClusterState(peers: peers, me: me, mode: mode, virtualNodes: config.integer("cluster-virtual-nodes"))
+        } catch {
+            throw StartupError("cluster: \(error)")
+        }
     }
 
     private func apply(_ name: String, _ args: [String], to config: ConfigStore) throws {

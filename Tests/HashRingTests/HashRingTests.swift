@@ -111,6 +111,9 @@ import Testing
             }
         }
         #expect(seen.allSatisfy { $0 })
+        // Slots lie in order on the ring: at most one contiguous range per point (+1 for the wrap).
+        let ranges = ring.members.reduce(0) { $0 + ring.slotRanges(of: $1).count }
+        #expect(ranges <= 3 * HashRing.defaultVirtualNodes + 1)
     }
 
     @Test func virtualNodesAreConfigurable() {

@@ -26,7 +26,30 @@ enum Commands {
                     summary: summary, hint: hint, handler: handler)
     }
 
-    static let all: [CommandSpec] = strings + locks + keys + expiry + connectionCommands + server + scripting
+    static let all: [CommandSpec] = strings + locks + keys + expiry + connectionCommands + server + scripting + cluster
+
+    private static let clusterFlags = ["stale"]
+
+    static let cluster: [CommandSpec] = [
+        CommandSpec("cluster", arity: -2, flags: [], categories: ["@slow"], group: "cluster", since: "3.0.0",
+                    summary: "A container for Redis Cluster commands.", subcommands: [
+            sub("cluster", "info", 2, clusterFlags, ["@slow"], group: "cluster", "Returns information about the state of a node.", ClusterCommands.info),
+            sub("cluster", "myid", 2, clusterFlags, ["@slow"], group: "cluster", "Returns the ID of a node.", ClusterCommands.myid),
+            sub("cluster", "keyslot", 3, clusterFlags, ["@slow"], group: "cluster", "Returns the hash slot for a key.", hint: "key", ClusterCommands.keyslot),
+            sub("cluster", "countkeysinslot", 3, clusterFlags, ["@slow"], group: "cluster", "Returns the number of keys in a hash slot.", hint: "slot", ClusterCommands.countkeysinslot),
+            sub("cluster", "getkeysinslot", 4, clusterFlags, ["@slow"], group: "cluster", "Returns the key names in a hash slot.", hint: "slot count", ClusterCommands.getkeysinslot),
+            sub("cluster", "slots", 2, ["loading", "stale"], ["@slow"], group: "cluster", "Returns the mapping of cluster slots to nodes.", ClusterCommands.slots),
+            sub("cluster", "shards", 2, ["loading", "stale"], ["@slow"], group: "cluster", "Returns the mapping of cluster slots to shards.", ClusterCommands.shards),
+            sub("cluster", "nodes", 2, ["loading", "stale"], ["@slow"], group: "cluster", "Returns the cluster configuration for a node.", ClusterCommands.nodes),
+            sub("cluster", "help", 2, ["loading", "stale"], ["@slow"], group: "cluster", "Returns helpful text about the different subcommands.", ClusterCommands.help),
+        ], handler: nil),
+        CommandSpec("readonly", arity: 1, flags: ["loading", "stale", "fast"], categories: ["@fast", "@connection"], group: "cluster", since: "3.0.0",
+                    summary: "Enables read-only queries for a connection to a Redis Cluster replica node.", handler: ClusterCommands.ok),
+        CommandSpec("readwrite", arity: 1, flags: ["loading", "stale", "fast"], categories: ["@fast", "@connection"], group: "cluster", since: "3.0.0",
+                    summary: "Enables read-write queries for a connection to a Redis Cluster replica node.", handler: ClusterCommands.ok),
+        CommandSpec("asking", arity: 1, flags: ["fast"], categories: ["@fast", "@connection"], group: "cluster", since: "3.0.0",
+                    summary: "Signals that a cluster client is following an -ASK redirect.", handler: ClusterCommands.ok),
+    ]
 
     private static let evalFlags = ["noscript", "stale", "skip_monitor", "may_replicate", "no_mandatory_keys", "movablekeys"]
     private static let evalROFlags = ["noscript", "stale", "skip_monitor", "no_mandatory_keys", "readonly", "movablekeys"]

@@ -1,0 +1,151 @@
+import Foundation
+import HashRing
+import NIOCore
+import RESP
+@testable import StrongboxClient
+import Testing
+import TestSupport
+
+/// Three `strongbox --cluster-peers …` processes on free loopback ports.
+func startCluster(_ count: Int = 3, extra: [String] = []) throws -> [StrongboxProcess] {
+    let ports = try (0..<count).map { _ in try freePort() }
+    let peers = ports.map { "127.0.0.1:\($0)" }.joined(separator: ",")
+    return try ports.map { try StrongboxProcess(["--cluster-peers", peers] + extra, port: $0) }
+}
+
+extension ClientIntegration {
+    @Suite("Strongbox cluster, redirect mode")
+    struct ClusterServerTests {
+        @Test("CLUSTER INFO, MYID, KEYSLOT, SLOTS, SHARDS, NODES, COUNTKEYSINSLOT, GETKEYSINSLOT answer from the ring")
+        func clusterCommands() throws {
+            let nodes = try startCluster()
+            let ring = HashRing(members: nodes.map { RingMember(host: "127.0.0.1", port: $0.port) })
+            let info = try rawCall(nodes[0].port, "CLUSTER", "INFO").text ?? ""
+            #expect(info.contains("cluster_state:ok\r\n") && info.contains("cluster_known_nodes:3\r\n") && info.contains("cluster_slots_assigned:16384\r\n"))
+            for node in nodes {
+                #expect(try rawCall(node.port, "CLUSTER", "MYID").text == RingMember.derivedID(host: "127.0.0.1", port: node.port))
+            }
+            #expect(try rawCall(nodes[1].port, "CLUSTER", "KEYSLOT", "somekey").text == "11058")
+
+            // SLOTS and SHARDS describe exactly the ring (parsed by the client's own readers).
+            let slots = try StrongboxClusterClient.parseSlots(try rawCall(nodes[2].port, "CLUSTER", "SLOTS").value, seedHost: "127.0.0.1")
+            let shards = try StrongboxClusterClient.parseShards(try rawCall(nodes[2].port, "CLUSTER", "SHARDS").value, seedHost: "127.0.0.1")
+            for slot in 0..<HashSlot.count {
+                let owner = ring.owner(ofSlot: slot)
+                #expect(slots.nodes[Int(slots.owners[slot])].port == owner.port)
+                #expect(shards.nodes[Int(shards.owners[slot])].port == owner.port)
+            }
+
+            let lines = (try rawCall(nodes[0].port, "CLUSTER", "NODES").text ?? "").split(separator: "\n")
+            #expect(lines.count == 3)
+            #expect(lines.filter { $0.contains("myself,master") }.count == 1)
+            #expect(lines.allSatisfy { $0.split(separator: " ").count > 8 && $0.contains(" connected ") })
+
+            // Keys in one slot, counted and listed on their owner only.
+            let slot = HashSlot.slot(forKey: "{tag}")
+            let owner = nodes.first { $0.port == ring.owner(ofSlot: slot).port }!
+            for i in 0..<5 { _ = try rawCall(owner.port, "SET", "{tag}:\(i)", "v") }
+            #expect(try rawCall(owner.port, "CLUSTER", "COUNTKEYSINSLOT", "\(slot)").text == "5")
+            let other = nodes.first { $0.port != owner.port }!
+            #expect(try rawCall(other.port, "CLUSTER", "COUNTKEYSINSLOT", "\(slot)").text == "0")
+            if case .array(let keys) = try rawCall(owner.port, "CLUSTER", "GETKEYSINSLOT", "\(slot)", "3").value {
+                #expect(keys.count == 3)
+            } else { Issue.record("GETKEYSINSLOT did not answer an array") }
+            #expect(try rawCall(owner.port, "CLUSTER", "COUNTKEYSINSLOT", "16384").text == "ERR Invalid slot")
+            #expect(try rawCall(owner.port, "CLUSTER", "GETKEYSINSLOT", "1", "-1").text == "ERR Invalid slot or number of keys")
+            #expect(try rawCall(owner.port, "READONLY").text == "OK")
+            #expect(try rawCall(owner.port, "ASKING").text == "OK")
+        }
+
+        @Test("keys owned elsewhere get -MOVED exactly as Redis Cluster sends it; keys of several slots -CROSSSLOT")
+        func movedAndCrossSlot() throws {
+            let nodes = try startCluster()
+            let ring = HashRing(members: nodes.map { RingMember(host: "127.0.0.1", port: $0.port) })
+            let slot = HashSlot.slot(forKey: "foo")
+            let owner = ring.owner(ofSlot: slot)
+            let other = nodes.first { $0.port != owner.port }!
+            let client = try RawClient(port: other.port)
+            defer { client.close() }
+            #expect(try client.callRaw("GET", "foo") == "-MOVED \(slot) 127.0.0.1:\(owner.port)\r\n")
+            #expect(try client.callRaw("MGET", "a", "b") == "-CROSSSLOT Keys in request don't hash to the same slot\r\n")
+            #expect(try client.callRaw("EVAL", "return 1", "2", "a", "b") == "-CROSSSLOT Keys in request don't hash to the same slot\r\n")
+            // Errors that come before routing in Redis come first here too.
+            #expect(try client.callRaw("GET") == "-ERR wrong number of arguments for 'get' command\r\n")
+            #expect(try client.callRaw("PING") == "+PONG\r\n")
+        }
+
+        @Test("redis-cli -c writes through one node and reads through the others")
+        func redisCLIFollowsRedirects() throws {
+            let nodes = try startCluster()
+            for i in 0..<20 {
+                let set = try runProgram("/usr/bin/redis-cli", ["-c", "-p", "\(nodes[0].port)", "SET", "user:\(i)", "name-\(i)"])
+                #expect(set.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "OK")
+            }
+            for i in 0..<20 {
+                let get = try runProgram("/usr/bin/redis-cli", ["-c", "-p", "\(nodes[(i % 2) + 1].port)", "GET", "user:\(i)"])
+                #expect(get.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "name-\(i)")
+            }
+            let total = try nodes.reduce(0) { $0 + (Int(try rawCall($1.port, "DBSIZE").text ?? "0") ?? 0) }
+            #expect(total == 20)
+        }
+
+        @Test("redis-py RedisCluster works against a redirect-mode cluster")
+        func redisPyCluster() throws {
+            let nodes = try startCluster()
+            let script = """
+                from redis.cluster import RedisCluster
+                rc = RedisCluster(host="127.0.0.1", port=\(nodes[1].port))
+                for i in range(500):
+                    rc.set(f"k{i}", f"v{i}")
+                ok = sum(1 for i in range(500) if rc.get(f"k{i}") == f"v{i}".encode())
+                assert ok == 500, ok
+                assert rc.mget_nonatomic(["k1", "k2", "nope"]) == [b"v1", b"v2", None]
+                assert len(rc.get_nodes()) == 3
+                print("ok", ok)
+                """
+            let run = try runProgram("/usr/bin/env", ["python3", "-c", script], timeout: 60)
+            #expect(run.status == 0, "\(run.stderr)")
+            #expect(run.stdout.contains("ok 500"))
+        }
+
+        @Test("StrongboxClusterClient discovers the cluster and 10,000 keys land on their owners")
+        func clientDiscovery() async throws {
+            let nodes = try startCluster()
+            let cluster = StrongboxClusterClient(seeds: [Endpoint(host: "127.0.0.1", port: nodes[0].port)])
+            defer { Task { await cluster.shutdown() } }
+            try await cluster.refreshTopology()
+            #expect(Set(cluster.nodes.map(\.port)) == Set(nodes.map(\.port)))
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for t in 0..<10 {
+                    group.addTask {
+                        for i in stride(from: t, to: 10_000, by: 10) { try await cluster.send(.set("key:\(i)", "\(i)")) }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let ring = HashRing(members: nodes.map { RingMember(host: "127.0.0.1", port: $0.port) })
+            var expected: [Int: Int] = [:]
+            for i in 0..<10_000 { expected[ring.owner(ofKey: "key:\(i)").port, default: 0] += 1 }
+            for node in nodes {
+                #expect(Int(try rawCall(node.port, "DBSIZE").text ?? "") == expected[node.port])
+            }
+            let values = try await cluster.send(.mget((0..<100).map { "key:\($0)" }))
+            #expect(values.map { $0?.text } == (0..<100).map { "\($0)" })
+        }
+
+        @Test("a node not in --cluster-peers refuses to start; without --cluster-peers CLUSTER is disabled as in Redis")
+        func configuration() throws {
+            let exe = try strongboxExecutable()
+            let port = try freePort()
+            let bad = try runProgram(exe, ["--port", "\(port)", "--cluster-peers", "127.0.0.1:1,127.0.0.1:2"], timeout: 20)
+            #expect(bad.status == 1)
+            #expect(bad.stderr.contains("is not in --cluster-peers"))
+            let badID = try runProgram(exe, ["--port", "\(port)", "--cluster-peers", "127.0.0.1:\(port)@xyz"], timeout: 20)
+            #expect(badID.status == 1)
+            #expect(badID.stderr.contains("is not 40 lowercase hex digits"))
+            let single = try StrongboxProcess()
+            #expect(try rawCall(single.port, "CLUSTER", "INFO").text == "ERR This instance has cluster support disabled")
+            #expect(try rawCall(single.port, "READONLY").text == "ERR This instance has cluster support disabled")
+        }
+    }
+}
