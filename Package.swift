@@ -133,7 +133,7 @@ let package = Package(
         .target(
             name: "StrongboxServer",
             dependencies: [
-                "Engine", "RESP", "Keyspace",
+                "Engine", "RESP", "Keyspace", "HashRing", "StrongboxClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

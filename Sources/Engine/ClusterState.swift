@@ -72,6 +72,75 @@ public struct ClusterConfigError: Error, CustomStringConvertible {
 }
 
 extension Engine {
+    /// Decides where a command runs in a cluster. Returns true when it has been answered (an error)
+    /// or handed on (`invocation.forward` set); false when it runs here.
+    func routed(_ cluster: ClusterState, _ spec: CommandSpec, _ invocation: inout Invocation) -> Bool {
+        let proxy = cluster.mode == .proxy && invocation.mayForward
+        if proxy, case .everywhere(let merge) = spec.clusterRole {
+            if let down = (0..<cluster.ring.members.count).first(where: { !cluster.isHealthy($0) }) {
+                _ = down
+                invocation.out.writeRESPError("CLUSTERDOWN The cluster is down")
+                return true
+            }
+            invocation.forward = .everywhere(merge)
+            return true
+        }
+        guard let route = Self.keyRoute(spec, invocation.args) else { return false }
+        if !proxy {
+            switch route {
+            case .crossSlot:
+                invocation.out.writeRESPError("CROSSSLOT Keys in request don't hash to the same slot")
+                return true
+            case .slot(let slot):
+                let owner = cluster.ownerIndex(ofSlot: slot)
+                if owner == cluster.myIndex { return false }
+                if !cluster.isHealthy(owner) {
+                    invocation.out.writeRESPError("CLUSTERDOWN The cluster is down")
+                    return true
+                }
+                let m = cluster.ring.members[owner]
+                invocation.out.writeRESPError("MOVED \(slot) \(m.host):\(m.port)")
+                return true
+            }
+        }
+        // Proxy: group the key positions by owner.
+        let positions = Self.keyPositions(spec, invocation.args)
+        var owners: [Int] = []
+        var groups: [Int: [Int]] = [:]
+        for p in positions {
+            let owner = cluster.ownerIndex(ofSlot: invocation.args[p].withUnsafeReadableBytes { HashSlot.slot(forKeyBytes: $0) })
+            if groups[owner] == nil { owners.append(owner) }
+            groups[owner, default: []].append(p)
+        }
+        if let down = owners.first(where: { !cluster.isHealthy($0) }) {
+            _ = down
+            invocation.out.writeRESPError("CLUSTERDOWN The cluster is down")
+            return true
+        }
+        if owners == [cluster.myIndex] || owners.isEmpty { return false }
+        if owners.count == 1 {
+            invocation.forward = .whole(owner: owners[0])
+            return true
+        }
+        guard case .splittable(let merge) = spec.clusterRole else {
+            invocation.out.writeRESPError("CROSSSLOT Keys in request don't hash to the same slot")
+            return true
+        }
+        invocation.forward = .split(parts: owners.map { ($0, groups[$0]!) }, merge: merge)
+        return true
+    }
+
+    /// The argument positions of a command's keys.
+    static func keyPositions(_ spec: CommandSpec, _ args: [ByteBuffer]) -> [Int] {
+        if case .scriptKeys = spec.clusterRole {
+            guard args.count >= 3, let n = Int(String(buffer: args[2])), n > 0, n <= args.count - 3 else { return [] }
+            return Array(3..<(3 + n))
+        }
+        guard spec.firstKey > 0 else { return [] }
+        let last = spec.lastKey < 0 ? args.count + spec.lastKey : min(spec.lastKey, args.count - 1)
+        return Array(stride(from: spec.firstKey, through: last, by: max(1, spec.keyStep)))
+    }
+
     /// Where the keys of a command live: nil when it names no key (it runs here); otherwise the
     /// one slot of all its keys, or `crossSlot` when they hash to different slots.
     enum KeyRoute { case slot(Int), crossSlot }
@@ -79,12 +148,12 @@ extension Engine {
     static func keyRoute(_ spec: CommandSpec, _ args: [ByteBuffer]) -> KeyRoute? {
         var first: Int?
         func visit(_ key: ByteBuffer) -> Bool {
-            let slot = HashSlot.slot(forKey: key.readableBytesView)
+            let slot = key.withUnsafeReadableBytes { HashSlot.slot(forKeyBytes: $0) }
             if let f = first { return f == slot }
             first = slot
             return true
         }
-        if spec.flags.contains("movablekeys"), spec.name.hasPrefix("eval") {
+        if case .scriptKeys = spec.clusterRole {
             // EVAL script numkeys key… arg…
             guard args.count >= 3, let n = Int(String(buffer: args[2])), n > 0, n <= args.count - 3 else { return nil }
             for i in 3..<(3 + n) where !visit(args[i]) { return .crossSlot }

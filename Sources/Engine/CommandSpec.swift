@@ -24,6 +24,19 @@ public final class CommandSpec: Sendable {
     public let hint: String
     public let handler: CommandHandler?
     public let subcommands: [CommandSpec]
+    /// How a cluster in proxy mode treats the command (worked out once, from the name and flags).
+    public let clusterRole: ClusterRole
+
+    public enum ClusterRole: Sendable {
+        /// Keys at `firstKey…lastKey` (or none): runs where they live.
+        case keyed
+        /// `EVAL`-style: `numkeys` then the keys.
+        case scriptKeys
+        /// Runs on every member, replies merged (`DBSIZE`, `KEYS`, `FLUSHALL`).
+        case everywhere(Forward.Merge)
+        /// Multi-key, split by owner when the keys live apart (`MGET`, `MSET`, `DEL`…).
+        case splittable(Forward.Merge)
+    }
 
     public init(
         _ name: String, arity: Int, flags: [String], keys: (Int, Int, Int) = (0, 0, 0),
@@ -46,6 +59,15 @@ public final class CommandSpec: Sendable {
         self.hint = hint
         self.subcommands = subcommands
         self.handler = handler
+        if flags.contains("movablekeys"), name.hasPrefix("eval") {
+            clusterRole = .scriptKeys
+        } else if let merge = ["dbsize": Forward.Merge.sum, "keys": .concat, "flushall": .ok, "flushdb": .ok][name] {
+            clusterRole = .everywhere(merge)
+        } else if let merge = ["mget": Forward.Merge.values, "mset": .ok, "del": .sum, "unlink": .sum, "exists": .sum, "touch": .sum][name] {
+            clusterRole = .splittable(merge)
+        } else {
+            clusterRole = .keyed
+        }
     }
 
     /// True for commands a client may run before authenticating.

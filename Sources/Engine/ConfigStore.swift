@@ -54,7 +54,7 @@ public final class ConfigStore: Sendable {
         Parameter(name: "daemonize", kind: .yesNo, mutable: false, defaultValue: "no"),
         // Static cluster membership: the same list on every node (host:port[@node-id], comma-separated).
         Parameter(name: "cluster-peers", kind: .string, mutable: false, defaultValue: ""),
-        Parameter(name: "cluster-mode", kind: .oneOf(["proxy", "redirect"]), mutable: false, defaultValue: "redirect"),
+        Parameter(name: "cluster-mode", kind: .oneOf(["proxy", "redirect"]), mutable: false, defaultValue: "proxy"),
         Parameter(name: "cluster-announce-ip", kind: .string, mutable: false, defaultValue: ""),
         Parameter(name: "cluster-virtual-nodes", kind: .integer(min: 1, max: 4096), mutable: false, defaultValue: "256"),
     ]

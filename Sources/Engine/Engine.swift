@@ -120,20 +120,7 @@ public final class Engine: Sendable {
             invocation.out.writeRESPError(CommandError.noAuth.message)
             return
         }
-        if let cluster, !fromScript, let route = Self.keyRoute(spec, invocation.args) {
-            switch route {
-            case .crossSlot:
-                invocation.out.writeRESPError("CROSSSLOT Keys in request don't hash to the same slot")
-                return
-            case .slot(let slot):
-                let owner = cluster.ownerIndex(ofSlot: slot)
-                if owner != cluster.myIndex {
-                    let m = cluster.ring.members[owner]
-                    invocation.out.writeRESPError("MOVED \(slot) \(m.host):\(m.port)")
-                    return
-                }
-            }
-        }
+        if let cluster, !fromScript, !invocation.session.isPeer, routed(cluster, spec, &invocation) { return }
         invocation.session.lastCommand = spec.name
         invocation.session.commandsSinceFlush &+= 1
         invocation.now = keyspace.clock.now()

@@ -7,6 +7,9 @@ public struct Session: Sendable {
     public var protocolVersion: RESPVersion = .v2
     public var authenticated: Bool
     public var name: String = ""
+    /// A connection from another cluster member forwarding a command: it always runs here.
+    public var isPeer: Bool { name == Session.peerName }
+    public static let peerName = "strongbox-peer"
     public var libraryName: String = ""
     public var libraryVersion: String = ""
     public var noEvict = false
@@ -31,6 +34,28 @@ public struct Session: Sendable {
     }
 }
 
+/// How a command in proxy mode reaches the members that own its keys.
+public enum Forward: Sendable {
+    /// Run it whole on member `owner`, relay the reply.
+    case whole(owner: Int)
+    /// Split by owner: each part lists the argument positions of its keys (with their values for
+    /// MSET); the parts' replies are merged as one node would answer.
+    case split(parts: [(owner: Int, positions: [Int])], merge: Merge)
+    /// Run it on every member (this one included) and merge the replies.
+    case everywhere(Merge)
+
+    public enum Merge: Sendable {
+        /// Integers added up (DEL, EXISTS, UNLINK, TOUCH, DBSIZE).
+        case sum
+        /// Values put back in key order (MGET).
+        case values
+        /// `OK` when every part said OK (MSET, FLUSHALL).
+        case ok
+        /// Arrays concatenated (KEYS).
+        case concat
+    }
+}
+
 /// One command being run: its arguments, the connection's session and the reply buffer.
 ///
 /// The connection keeps one `Invocation` for its whole life and reuses it for every command,
@@ -48,6 +73,10 @@ public struct Invocation: Sendable {
     /// the engine's script queue (`ScriptEngine.queue`), so no event loop ever blocks on a script.
     public var mayDeferScripts = false
     public var deferredScript = false
+    /// Set by a connection that can forward to cluster peers; in proxy mode the engine then sets
+    /// `forward` for a command owned elsewhere (and writes no reply) instead of answering `-MOVED`.
+    public var mayForward = false
+    public var forward: Forward?
 
     public init(session: Session, out: ByteBuffer) {
         self.args = []

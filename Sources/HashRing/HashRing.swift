@@ -29,6 +29,24 @@ public enum HashSlot {
         return Int(crc16(key) & 0x3FFF)
     }
 
+    /// The slot of a key given as raw bytes (non-generic: the fast path for servers).
+    public static func slot(forKeyBytes key: UnsafeRawBufferPointer) -> Int {
+        var start = 0, end = key.count
+        if let open = key.firstIndex(of: UInt8(ascii: "{")) {
+            if let close = key[(open + 1)...].firstIndex(of: UInt8(ascii: "}")), close != open + 1 {
+                start = open + 1
+                end = close
+            }
+        }
+        var crc: UInt16 = 0
+        crcTable.withUnsafeBufferPointer { table in
+            for i in start..<end {
+                crc = (crc << 8) ^ table[Int((crc >> 8) ^ UInt16(key[i])) & 0xFF]
+            }
+        }
+        return Int(crc & 0x3FFF)
+    }
+
     /// The slot of a key given as text (its UTF-8 bytes).
     public static func slot(forKey key: String) -> Int { slot(forKey: Array(key.utf8)) }
 

@@ -39,6 +39,10 @@ public struct ConnectionConfiguration: Sendable {
     public var connectTimeout: Duration = .seconds(5)
     /// How long a request may wait for its reply; nil waits for ever.
     public var commandTimeout: Duration? = .seconds(5)
+    /// Check request deadlines with one timer per connection (every 50 ms) instead of a timer per
+    /// request: cheaper for a connection carrying many requests (a server forwarding to a peer),
+    /// at the price of up to 50 ms lateness.
+    public var coarseTimeouts = false
 
     public init(endpoint: Endpoint) { self.endpoint = endpoint }
 }
@@ -54,10 +58,13 @@ public final class StrongboxConnection: Sendable {
     public let protocolVersion: RESPVersion
     let channel: any Channel
     private let commandTimeout: TimeAmount?
+    /// `endpoint.description`, made once (errors name the node).
+    private let node: String
 
     private init(channel: any Channel, endpoint: Endpoint, protocolVersion: RESPVersion, commandTimeout: TimeAmount?) {
         self.channel = channel
         self.endpoint = endpoint
+        self.node = endpoint.description
         self.protocolVersion = protocolVersion
         self.commandTimeout = commandTimeout
     }
@@ -76,7 +83,8 @@ public final class StrongboxConnection: Sendable {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
-                        ClientHandler(node: node, protocolVersion: configuration.protocolVersion, pushHandler: pushHandler))
+                        ClientHandler(node: node, protocolVersion: configuration.protocolVersion, pushHandler: pushHandler,
+                                      coarseTimeouts: configuration.coarseTimeouts))
                 }
             }
         let channel: any Channel
@@ -125,7 +133,7 @@ public final class StrongboxConnection: Sendable {
     public func send<Reply>(_ command: Command<Reply>) async throws(StrongboxError) -> Reply {
         let value = try await roundTrip(command.arguments)
         if case .error(let message) = value {
-            let error = StrongboxError(serverMessage: message, node: endpoint.description)
+            let error = StrongboxError(serverMessage: message, node: node)
             if error.code == .noScript, let script = command.script {
                 _ = try await send(.scriptLoad(script.source))
                 return try await send(Command(buffers: command.arguments, keyIndices: command.keyIndices, split: command.split,
@@ -136,7 +144,7 @@ public final class StrongboxConnection: Sendable {
         do {
             return try command.decode(value)
         } catch {
-            throw error.on(endpoint.description)
+            throw error.on(node)
         }
     }
 
@@ -160,16 +168,34 @@ public final class StrongboxConnection: Sendable {
             do {
                 let value = try await promise.futureResult.get()
                 if case .error(let message) = value {
-                    results.append(.failure(StrongboxError(serverMessage: message, node: endpoint.description)))
+                    results.append(.failure(StrongboxError(serverMessage: message, node: node)))
                 } else {
                     results.append(Result { () throws(StrongboxError) in try command.decode(value) })
                 }
             } catch {
-                results.append(.failure(Self.mapped(error, node: endpoint.description)))
+                results.append(.failure(Self.mapped(error, node: node)))
             }
         }
         return results
     }
+
+    /// The event loop the connection runs on.
+    public var eventLoop: any EventLoop { channel.eventLoop }
+
+    /// Sends one request without waiting: the future completes (on `eventLoop`) with the reply as
+    /// it came, error replies included. For callers living on event loops (a server forwarding to
+    /// its peers); `timeout` nil uses the configured command timeout.
+    /// With `flush: false` the request waits in the channel until `flush()`, so a caller that
+    /// submits many (a whole pipeline) pays for one write.
+    public func submit(_ arguments: [ByteBuffer], timeout: Duration? = nil, flush: Bool = true) -> EventLoopFuture<RESPValue> {
+        let promise = channel.eventLoop.makePromise(of: RESPValue.self)
+        let limit = timeout.map { TimeAmount.nanoseconds(max(1, $0.nanoseconds)) } ?? commandTimeout
+        write([.init(arguments: arguments, promise: promise, timeout: limit)], flush: flush)
+        return promise.futureResult
+    }
+
+    /// Writes out requests submitted with `flush: false`.
+    public func flush() { channel.flush() }
 
     /// One request, its reply as it came (error replies included).
     func roundTrip(_ arguments: [ByteBuffer]) async throws(StrongboxError) -> RESPValue {
@@ -178,14 +204,15 @@ public final class StrongboxConnection: Sendable {
         do {
             return try await promise.futureResult.get()
         } catch {
-            throw Self.mapped(error, node: endpoint.description)
+            throw Self.mapped(error, node: node)
         }
     }
 
     /// Writes requests; if the write cannot happen (the channel is closed), their promises fail.
-    private func write(_ requests: [ClientHandler.Request]) {
-        let node = endpoint.description
-        channel.writeAndFlush(ClientHandler.Outbound(requests)).whenFailure { error in
+    private func write(_ requests: [ClientHandler.Request], flush: Bool = true) {
+        let node = self.node
+        let written = flush ? channel.writeAndFlush(ClientHandler.Outbound(requests)) : channel.write(ClientHandler.Outbound(requests))
+        written.whenFailure { error in
             let e = Self.mapped(error, node: node)
             for r in requests { r.promise.fail(e) }
         }
@@ -205,7 +232,7 @@ public final class StrongboxConnection: Sendable {
     }
 
     /// A future that completes when the connection has closed.
-    var closeFuture: EventLoopFuture<Void> { channel.closeFuture }
+    public var closeFuture: EventLoopFuture<Void> { channel.closeFuture }
 }
 
 /// Encodes requests, keeps their promises in send order and completes them as replies arrive.
@@ -229,6 +256,8 @@ final class ClientHandler: ChannelDuplexHandler {
     private struct Pending {
         let promise: EventLoopPromise<RESPValue>
         let timer: Scheduled<Void>?
+        /// With coarse timeouts: when the request gives up.
+        let deadline: NIODeadline?
     }
 
     private let node: String
@@ -239,10 +268,40 @@ final class ClientHandler: ChannelDuplexHandler {
     private let decoder = RESPValueDecoder()
     private var closed = false
 
-    init(node: String, protocolVersion: RESPVersion, pushHandler: (@Sendable (RESPValue) -> Void)?) {
+    private let coarseTimeouts: Bool
+    private var sweeper: RepeatedTask?
+    /// With coarse timeouts: requests before this index have been failed already.
+    private var expiredPrefix = 0
+
+    init(node: String, protocolVersion: RESPVersion, pushHandler: (@Sendable (RESPValue) -> Void)?, coarseTimeouts: Bool = false) {
         self.node = node
         self.protocolVersion = protocolVersion
         self.pushHandler = pushHandler
+        self.coarseTimeouts = coarseTimeouts
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        guard coarseTimeouts else { return }
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        sweeper = context.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(50), delay: .milliseconds(50)) { _ in
+            bound.value.failExpired()
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        sweeper?.cancel()
+        sweeper = nil
+    }
+
+    /// Fails the requests whose deadline has passed (they stay queued: their late replies are dropped).
+    private func failExpired() {
+        let now = NIODeadline.now()
+        while expiredPrefix < pending.count {
+            let p = pending[pending.index(pending.startIndex, offsetBy: expiredPrefix)]
+            guard let deadline = p.deadline, deadline <= now else { break }
+            p.promise.fail(StrongboxError(code: .timeout, message: "no reply in time", node: node))
+            expiredPrefix += 1
+        }
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
@@ -260,7 +319,10 @@ final class ClientHandler: ChannelDuplexHandler {
         for r in outbound.requests {
             buffer.writeRequest(r.arguments)
             var timer: Scheduled<Void>?
-            if let timeout = r.timeout {
+            var deadline: NIODeadline?
+            if let timeout = r.timeout, coarseTimeouts {
+                deadline = .now() + timeout
+            } else if let timeout = r.timeout {
                 let promise = r.promise
                 let node = self.node
                 timer = loop.scheduleTask(in: timeout) {
@@ -268,7 +330,7 @@ final class ClientHandler: ChannelDuplexHandler {
                     promise.fail(StrongboxError(code: .timeout, message: "no reply within \(timeout)", node: node))
                 }
             }
-            pending.append(Pending(promise: r.promise, timer: timer))
+            pending.append(Pending(promise: r.promise, timer: timer, deadline: deadline))
         }
         context.write(wrapOutboundOut(buffer), promise: promise)
     }
@@ -299,6 +361,7 @@ final class ClientHandler: ChannelDuplexHandler {
                 return
             }
             first.timer?.cancel()
+            if expiredPrefix > 0 { expiredPrefix -= 1 }
             first.promise.succeed(value)
         }
         if inbound!.readableBytes == 0 { inbound!.clear() } else { inbound!.discardReadBytes() }
@@ -320,6 +383,7 @@ final class ClientHandler: ChannelDuplexHandler {
 
     private func failPending(_ error: StrongboxError) {
         closed = true
+        expiredPrefix = 0
         while let p = pending.popFirst() {
             p.timer?.cancel()
             p.promise.fail(error)

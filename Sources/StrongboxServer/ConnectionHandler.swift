@@ -34,8 +34,21 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var record: ClientRegistry.Record?
     /// A Lua script of this connection runs on the script queue; its later requests wait.
     private var awaitingScript = false
+    /// Cluster peers to forward to (proxy mode), or nil.
+    private let peers: PeerLinks?
+    /// Replies in request order while some are still coming from peers: a slot per command
+    /// after the first forwarded one. Empty in the common case, when replies go straight to `out`.
+    private var replyQueue = CircularBuffer<ReplySlot>()
+    /// Processing waits while this many replies are outstanding (bounds what one client can queue).
+    private static let maxOutstanding = 1024
+    private var waitingForPeers = false
+    private var closeWhenDrained = false
+    /// Replies from peers arrive in bursts (one read completes many): write them out once per burst.
+    private var drainFlushScheduled = false
 
-    init(engine: Engine, registry: ClientRegistry, session: Session, allocator: ByteBufferAllocator, logger: Logger) {
+    init(engine: Engine, registry: ClientRegistry, session: Session, allocator: ByteBufferAllocator, logger: Logger,
+         peers: PeerLinks? = nil) {
+        self.peers = peers
         self.engine = engine
         self.registry = registry
         self.logger = logger
@@ -49,6 +62,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         invocationState = .allocate(capacity: 1)
         var invocation = Invocation(session: session, out: allocator.buffer(capacity: 1024))
         invocation.mayDeferScripts = true
+        invocation.mayForward = peers != nil
         invocationState.initialize(to: invocation)
     }
 
@@ -95,7 +109,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         } else {
             cumulation!.writeBuffer(&incoming)
         }
-        if !processingPaused && !awaitingScript { process(context: context) }
+        if !processingPaused && !awaitingScript && !waitingForPeers { process(context: context) }
     }
 
     private func process(context: ChannelHandlerContext) {
@@ -105,10 +119,26 @@ final class ConnectionHandler: ChannelDuplexHandler {
         inv.pointee.session.lastInteraction = engine.keyspace.clock.now()
         do {
             while try decoder.pointee.next(from: &buffer, into: &inv.pointee.args) {
+                let replyStart = inv.pointee.out.writerIndex
                 engine.execute(&inv.pointee)
-                if inv.pointee.deferredScript {
+                if let plan = inv.pointee.forward {
+                    inv.pointee.forward = nil
+                    forward(plan, context: context)
+                } else if inv.pointee.deferredScript {
                     inv.pointee.deferredScript = false
-                    runScript(context: context)
+                    let slot: ReplySlot? = replyQueue.isEmpty ? nil : ReplySlot()
+                    if let slot { replyQueue.append(slot) }
+                    runScript(context: context, slot: slot)
+                    break
+                } else if !replyQueue.isEmpty {
+                    // Behind a reply still coming from a peer: keep this one in order.
+                    let length = inv.pointee.out.writerIndex - replyStart
+                    let bytes = inv.pointee.out.getSlice(at: replyStart, length: length)!
+                    inv.pointee.out.moveWriterIndex(to: replyStart)
+                    replyQueue.append(ReplySlot(bytes))
+                }
+                if replyQueue.count >= Self.maxOutstanding {
+                    waitingForPeers = true
                     break
                 }
                 // AUTH (or RESET) changes which request limits apply to the very next request.
@@ -133,6 +163,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
             logger.debug("protocol error", metadata: ["sb.connection.id": "\(invocationState.pointee.session.id)", "sb.error": "\(error)"])
             closing = true
         }
+        // Forwarded requests of this batch go out in one write per peer.
+        if !replyQueue.isEmpty { peers?.flush(on: context.eventLoop) }
         // Drop the argument views (they pin the read buffer) unless a request is half-read.
         if decoder.pointee.isBetweenRequests { inv.pointee.args.removeAll(keepingCapacity: true) }
         if buffer.readableBytes > 0 {
@@ -140,35 +172,156 @@ final class ConnectionHandler: ChannelDuplexHandler {
             if buffer.readerIndex > 16 * 1024 { buffer.discardReadBytes() }
             cumulation = buffer
         }
-        if closing { flushAndClose(context: context) }
+        if closing {
+            if replyQueue.isEmpty { flushAndClose(context: context) } else { closeWhenDrained = true }
+        }
+    }
+
+    // MARK: Proxy mode: commands owned by other members
+
+    private func forward(_ plan: Forward, context: ChannelHandlerContext) {
+        guard let peers else { return }
+        let slot = ReplySlot()
+        replyQueue.append(slot)
+        let args = invocationState.pointee.args
+        let version = invocationState.pointee.session.protocolVersion
+        let loop = context.eventLoop
+        let bound = NIOLoopBound((self, context, slot), eventLoop: loop)
+        let reply: EventLoopFuture<RESPValue>
+        switch plan {
+        case .whole(let owner):
+            reply = peers.send(args, to: owner, on: loop)
+        case .split(let parts, let merge):
+            let name = args[0]
+            let mset = merge == .ok
+            var futures: [EventLoopFuture<RESPValue>] = []
+            for part in parts {
+                var partArgs = [name]
+                for p in part.positions {
+                    partArgs.append(args[p])
+                    if mset { partArgs.append(args[p + 1]) }
+                }
+                futures.append(part.owner == peers.cluster.myIndex
+                    ? loop.makeSucceededFuture(runHere(partArgs, context: context))
+                    : peers.send(partArgs, to: part.owner, on: loop))
+            }
+            let positions = parts.map(\.positions)
+            let keyCount = positions.reduce(0) { $0 + $1.count }
+            reply = EventLoopFuture.whenAllSucceed(futures, on: loop).map { Self.merge($0, merge, positions: positions, keyCount: keyCount) }
+        case .everywhere(let merge):
+            var futures: [EventLoopFuture<RESPValue>] = []
+            for index in peers.cluster.ring.members.indices {
+                futures.append(index == peers.cluster.myIndex
+                    ? loop.makeSucceededFuture(runHere(args, context: context))
+                    : peers.send(args, to: index, on: loop))
+            }
+            reply = EventLoopFuture.whenAllSucceed(futures, on: loop).map { Self.merge($0, merge, positions: [], keyCount: 0) }
+        }
+        reply.whenComplete { result in
+            let (handler, context, slot) = bound.value
+            var bytes = context.channel.allocator.buffer(capacity: 64)
+            switch result {
+            case .success(let value): bytes.writeRESP(value, version: version)
+            case .failure(let error): bytes.writeRESPError("TRYAGAIN \(error)")
+            }
+            slot.bytes = bytes
+            handler.drainReplies(context: context)
+        }
+    }
+
+    /// Runs a command (or this node's part of one) here, bypassing cluster routing; its reply as a value.
+    private func runHere(_ args: [ByteBuffer], context: ChannelHandlerContext) -> RESPValue {
+        var session = invocationState.pointee.session
+        session.name = Session.peerName
+        var sub = Invocation(session: session, out: context.channel.allocator.buffer(capacity: 256))
+        sub.args = args
+        engine.execute(&sub)
+        var out = sub.out
+        return (try? RESPValueDecoder().next(from: &out)) ?? .error("ERR internal error running the local part")
+    }
+
+    /// Merges the replies of a split or cluster-wide command as one node would answer.
+    static func merge(_ replies: [RESPValue], _ merge: Forward.Merge, positions: [[Int]], keyCount: Int) -> RESPValue {
+        if let error = replies.first(where: { if case .error = $0 { return true } else { return false } }) { return error }
+        switch merge {
+        case .sum:
+            return .integer(replies.reduce(0) { total, r in if case .integer(let n) = r { return total + n } else { return total } })
+        case .ok:
+            return .simpleString("OK")
+        case .concat:
+            var all: [RESPValue] = []
+            for r in replies { if case .array(let items) = r { all += items } }
+            return .array(all)
+        case .values:
+            var values = [RESPValue](repeating: .null, count: keyCount)
+            for (part, r) in zip(positions, replies) {
+                guard case .array(let items) = r else { continue }
+                for (p, v) in zip(part, items) where p - 1 < keyCount { values[p - 1] = v }
+            }
+            return .array(values)
+        }
+    }
+
+    /// Moves every reply that is ready at the head of the queue to the output, in order.
+    private func drainReplies(context: ChannelHandlerContext) {
+        var moved = false
+        while let first = replyQueue.first, var bytes = first.bytes {
+            invocationState.pointee.out.writeBuffer(&bytes)
+            replyQueue.removeFirst()
+            moved = true
+        }
+        guard moved, context.channel.isActive else { return }
+        if replyQueue.isEmpty && closeWhenDrained {
+            flushAndClose(context: context)
+            return
+        }
+        if waitingForPeers && replyQueue.count < Self.maxOutstanding / 2 {
+            waitingForPeers = false
+            if !processingPaused && !awaitingScript { process(context: context) }
+        }
+        guard !drainFlushScheduled else { return }
+        drainFlushScheduled = true
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            let (handler, context) = bound.value
+            handler.drainFlushScheduled = false
+            guard context.channel.isActive else { return }
+            handler.flushReplies(context: context)
+            if let record = handler.record { handler.publish(to: record) }
+        }
     }
 
     /// Runs the current `EVAL`-family command on the script queue, keeping this event loop free
     /// (its other clients can still get `-BUSY` and send `SCRIPT KILL`). This connection's later
     /// requests wait in the read buffer, so replies stay in order.
-    private func runScript(context: ChannelHandlerContext) {
+    private func runScript(context: ChannelHandlerContext, slot: ReplySlot? = nil) {
         awaitingScript = true
         var prepared = Invocation(session: invocationState.pointee.session, out: context.channel.allocator.buffer(capacity: 256))
         prepared.args = invocationState.pointee.args
         let engine = self.engine
         let loop = context.eventLoop
-        let bound = NIOLoopBound((self, context), eventLoop: loop)
+        let bound = NIOLoopBound((self, context, slot), eventLoop: loop)
         engine.scripts.queue.async { [prepared] in
             var job = prepared
             engine.execute(&job)
             let reply = job.out
             loop.execute {
-                let (handler, context) = bound.value
-                handler.scriptFinished(reply, context: context)
+                let (handler, context, slot) = bound.value
+                handler.scriptFinished(reply, context: context, slot: slot)
             }
         }
     }
 
-    private func scriptFinished(_ reply: ByteBuffer, context: ChannelHandlerContext) {
+    private func scriptFinished(_ reply: ByteBuffer, context: ChannelHandlerContext, slot: ReplySlot?) {
         awaitingScript = false
         guard context.channel.isActive, !closing else { return }
         var reply = reply
-        invocationState.pointee.out.writeBuffer(&reply)
+        if let slot {
+            slot.bytes = reply
+            drainReplies(context: context)
+        } else {
+            invocationState.pointee.out.writeBuffer(&reply)
+        }
         if decoderState.pointee.isBetweenRequests { invocationState.pointee.args.removeAll(keepingCapacity: true) }
         if !processingPaused { process(context: context) }
         flushReplies(context: context)
@@ -215,7 +368,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable && processingPaused {
             processingPaused = false
-            if !awaitingScript { process(context: context) }
+            if !awaitingScript && !waitingForPeers { process(context: context) }
             flushReplies(context: context)
         }
         if context.channel.isWritable && readPending && !processingPaused {
@@ -243,4 +396,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
         logger.trace("connection error", metadata: ["sb.connection.id": "\(invocationState.pointee.session.id)", "sb.error": "\(error)"])
         context.close(promise: nil)
     }
+}
+
+/// One reply in the connection's order queue: filled when it arrives (from a peer or a script).
+final class ReplySlot {
+    var bytes: ByteBuffer?
+    init(_ bytes: ByteBuffer? = nil) { self.bytes = bytes }
 }

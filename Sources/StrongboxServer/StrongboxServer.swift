@@ -37,6 +37,8 @@ public final class StrongboxServer: Service, EngineHost, Sendable {
     private let started: Int64
     public let threads: Int
     public let configFile: String
+    /// Links to the other cluster members (forwarding, health checks); nil outside a cluster.
+    private let peers: PeerLinks?
 
     /// - Parameters:
     ///   - engine: the engine (and its configuration) to serve.
@@ -51,6 +53,7 @@ public final class StrongboxServer: Service, EngineHost, Sendable {
         self.registry = ClientRegistry(config: engine.config)
         self.started = engine.keyspace.clock.now()
         self.configFile = configFile
+        self.peers = engine.cluster.map { PeerLinks(cluster: $0, password: engine.config.get("requirepass"), logger: logger) }
         engine.attach(host: self)
     }
 
@@ -75,9 +78,9 @@ public final class StrongboxServer: Service, EngineHost, Sendable {
             .childChannelOption(.socketOption(.so_keepalive), value: 1)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 * 1024, high: 1024 * 1024))
             .childChannelOption(.maxMessagesPerRead, value: 4)
-            .childChannelInitializer { [engine, registry, logger] channel in
+            .childChannelInitializer { [engine, registry, logger, peers] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try Self.initialize(channel: channel, engine: engine, registry: registry, logger: logger)
+                    try Self.initialize(channel: channel, engine: engine, registry: registry, logger: logger, peers: peers)
                 }
             }
         var bound: [any Channel] = []
@@ -103,7 +106,8 @@ public final class StrongboxServer: Service, EngineHost, Sendable {
         logger.notice("ready to accept connections", metadata: ["sb.port": "\(boundPort)", "sb.threads": "\(threads)"])
     }
 
-    private static func initialize(channel: any Channel, engine: Engine, registry: ClientRegistry, logger: Logger) throws {
+    private static func initialize(channel: any Channel, engine: Engine, registry: ClientRegistry, logger: Logger,
+                                   peers: PeerLinks?) throws {
         let remote = channel.remoteAddress
         let address = remote.map(Self.describe) ?? ""
         let local = channel.localAddress.map(Self.describe) ?? ""
@@ -120,7 +124,8 @@ public final class StrongboxServer: Service, EngineHost, Sendable {
             try sync.addHandler(RefuseHandler(message: protectedModeMessage))
             return
         }
-        try sync.addHandler(ConnectionHandler(engine: engine, registry: registry, session: session, allocator: channel.allocator, logger: logger))
+        try sync.addHandler(ConnectionHandler(engine: engine, registry: registry, session: session, allocator: channel.allocator,
+                                              logger: logger, peers: engine.cluster?.mode == .proxy ? peers : nil))
     }
 
     /// `ip:port` as Redis prints client addresses.
@@ -148,6 +153,8 @@ public final class StrongboxServer: Service, EngineHost, Sendable {
             }
         }
         defer { sweeper.cancel() }
+        let health = Task { [peers] in await peers?.runHealthChecks() }
+        defer { health.cancel() }
         await withGracefulShutdownHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 let alreadyRequested: Bool = shutdown.withLock { state in

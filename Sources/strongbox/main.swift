@@ -78,7 +78,7 @@ struct StrongboxCommand: AsyncParsableCommand {
     @Option(name: .customLong("cluster-peers"), parsing: .unconditional, help: "Every node of the cluster, this one included: host:port[@node-id],… (the same list on every node). Empty: no cluster.")
     var clusterPeers: String?
 
-    @Option(name: .customLong("cluster-mode"), parsing: .unconditional, help: "redirect: keys owned by another node get -MOVED slot host:port, as Redis Cluster answers (default redirect).")
+    @Option(name: .customLong("cluster-mode"), parsing: .unconditional, help: "proxy: a node forwards commands for keys other nodes own and relays the reply, so any client sees one keyspace; redirect: it answers -MOVED slot host:port, as Redis Cluster does (default proxy).")
     var clusterMode: String?
 
     @Option(name: .customLong("cluster-announce-ip"), parsing: .unconditional, help: "The host this node appears as in --cluster-peers (default: the first --bind address, else 127.0.0.1).")
@@ -158,10 +158,7 @@ struct StrongboxCommand: AsyncParsableCommand {
             }
             let port = config.integer("port")
             let me = peers.first { $0.host == host && $0.port == port } ?? RingMember(host: host, port: port)
-            let mode = ClusterState.Mode(rawValue: config.get("cluster-mode") ?? "redirect") ?? .redirect
-            if mode == .proxy {
-                throw ClusterConfigError("cluster-mode proxy is not available yet; use redirect")
-            }
+            let mode = ClusterState.Mode(rawValue: config.get("cluster-mode") ?? "proxy") ?? .proxy
             return try ClusterState(peers: peers, me: me, mode: mode, virtualNodes: config.integer("cluster-virtual-nodes"))
         } catch {
             throw StartupError("cluster: \(error)")

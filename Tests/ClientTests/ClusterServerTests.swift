@@ -7,10 +7,10 @@ import Testing
 import TestSupport
 
 /// Three `strongbox --cluster-peers …` processes on free loopback ports.
-func startCluster(_ count: Int = 3, extra: [String] = []) throws -> [StrongboxProcess] {
+func startCluster(_ count: Int = 3, mode: String = "redirect", extra: [String] = []) throws -> [StrongboxProcess] {
     let ports = try (0..<count).map { _ in try freePort() }
     let peers = ports.map { "127.0.0.1:\($0)" }.joined(separator: ",")
-    return try ports.map { try StrongboxProcess(["--cluster-peers", peers] + extra, port: $0) }
+    return try ports.map { try StrongboxProcess(["--cluster-peers", peers, "--cluster-mode", mode] + extra, port: $0) }
 }
 
 extension ClientIntegration {

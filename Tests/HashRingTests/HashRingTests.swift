@@ -18,6 +18,13 @@ import Testing
         #expect(HashSlot.slot(forKey: "") == 0)
     }
 
+    @Test func rawBytesPathAgrees() {
+        for key in ["somekey", "foo", "", "{user1000}.following", "foo{}{bar}", "foo{{bar}}zap", "foo{bar", "{a}b", "x{y}z{w}"] {
+            let viaBytes = Array(key.utf8).withUnsafeBytes { HashSlot.slot(forKeyBytes: $0) }
+            #expect(viaBytes == HashSlot.slot(forKey: key), "\(key)")
+        }
+    }
+
     @Test func hashTags() {
         let tag = HashSlot.slot(forKey: "user1000")
         #expect(HashSlot.slot(forKey: "{user1000}.following") == tag)
