@@ -149,3 +149,147 @@ extension ClientIntegration {
         }
     }
 }
+
+extension ClientIntegration {
+    @Suite("Strongbox cluster, proxy mode")
+    struct ProxyClusterTests {
+        @Test("10,000 keys written through one node are readable through every node and lie on their owners")
+        func oneKeyspace() throws {
+            let nodes = try startCluster(mode: "proxy")
+            let writer = try RawClient(port: nodes[0].port)
+            defer { writer.close() }
+            // One pipeline of 10,000 SETs, most of them forwarded.
+            var batch: [UInt8] = []
+            for i in 0..<10_000 { batch += RawClient.encode([Array("SET".utf8), Array("key:\(i)".utf8), Array("v\(i)".utf8)]) }
+            try writer.send(batch)
+            for _ in 0..<10_000 { #expect(try writer.readReply() == .simpleString("OK")) }
+            let ring = HashRing(members: nodes.map { RingMember(host: "127.0.0.1", port: $0.port) })
+            var expected: [Int: Int] = [:]
+            for i in 0..<10_000 { expected[ring.owner(ofKey: "key:\(i)").port, default: 0] += 1 }
+            for node in nodes {
+                // DBSIZE covers the cluster in proxy mode; each node's own share is the sum of its slots.
+                #expect(try rawCall(node.port, "DBSIZE").text == "10000")
+                // INFO keyspace is this node's own count.
+                let info = try rawCall(node.port, "INFO", "keyspace").text ?? ""
+                #expect(info.contains("db0:keys=\(expected[node.port]!),"), "\(info)")
+            }
+            for i in stride(from: 0, to: 10_000, by: 997) {
+                let slot = HashSlot.slot(forKey: "key:\(i)")
+                for node in nodes {
+                    let n = Int(try rawCall(node.port, "CLUSTER", "COUNTKEYSINSLOT", "\(slot)").text ?? "") ?? -1
+                    if node.port == ring.owner(ofSlot: slot).port { #expect(n > 0) } else { #expect(n == 0) }
+                }
+            }
+            for node in nodes {
+                let reader = try RawClient(port: node.port)
+                defer { reader.close() }
+                var reads: [UInt8] = []
+                for i in stride(from: 0, to: 10_000, by: 7) { reads += RawClient.encode([Array("GET".utf8), Array("key:\(i)".utf8)]) }
+                try reader.send(reads)
+                for i in stride(from: 0, to: 10_000, by: 7) { #expect(try reader.readReply() == .bulk("v\(i)")) }
+            }
+        }
+
+        @Test("a cluster node answers byte for byte what a single node answers, pipelines mixing local and remote keys included")
+        func sameAnswersAsOneNode() throws {
+            let nodes = try startCluster(mode: "proxy")
+            let single = try StrongboxProcess()
+            let script: [[String]] = [
+                ["SET", "a", "1"], ["SET", "b", "2"], ["INCR", "c"], ["MSET", "d", "4", "e", "5", "f", "6", "g", "7"],
+                ["MGET", "a", "b", "c", "nope", "d", "e", "f", "g"], ["EXISTS", "a", "b", "nope", "a"], ["TOUCH", "a", "x", "g"],
+                ["APPEND", "a", "xyz"], ["GET", "a"], ["DEL", "a", "b", "nope"], ["UNLINK", "c", "d"], ["DBSIZE"],
+                ["SET", "lock:1", "tok", "NX", "PX", "30000"], ["SET", "lock:1", "tok", "NX", "PX", "30000"], ["DELIFEQ", "lock:1", "tok"],
+                ["EVAL", "return redis.call('GET', KEYS[1])", "1", "e"], ["GET", "missing"], ["INCR", "e"], ["INCRBYFLOAT", "f", "0.5"],
+                ["HELLO", "3"], ["MGET", "e", "nope", "f"], ["GET", "g"], ["DBSIZE"], ["FLUSHALL"], ["DBSIZE"],
+            ]
+            var bytes: [UInt8] = []
+            for c in script { bytes += RawClient.encode(c.map { Array($0.utf8) }) }
+            func replies(_ port: Int) throws -> [String] {
+                let c = try RawClient(port: port)
+                defer { c.close() }
+                try c.send(bytes)
+                return try script.map { _ in String(decoding: try c.readReplyBytes().1, as: UTF8.self) }
+            }
+            let expected = try replies(single.port)
+            for node in nodes {
+                let got = try replies(node.port)
+                for (i, (g, e)) in zip(got, expected).enumerated() where !script[i].contains("HELLO") {
+                    #expect(g == e, "\(script[i]) on \(node.port)")
+                }
+            }
+        }
+
+        @Test("scripts whose keys live on different nodes get -CROSSSLOT; KEYS covers the cluster; redis-py RedisCluster works")
+        func scriptsKeysAndRedisPy() throws {
+            let nodes = try startCluster(mode: "proxy")
+            let ring = HashRing(members: nodes.map { RingMember(host: "127.0.0.1", port: $0.port) })
+            var b = 1
+            while ring.owner(ofKey: "k0") == ring.owner(ofKey: "k\(b)") { b += 1 }
+            let c = try RawClient(port: nodes[0].port)
+            defer { c.close() }
+            #expect(try c.callRaw("EVAL", "return 1", "2", "k0", "k\(b)") == "-CROSSSLOT Keys in request don't hash to the same slot\r\n")
+            #expect(try c.callRaw("RENAME", "k0", "k\(b)") == "-CROSSSLOT Keys in request don't hash to the same slot\r\n")
+            for i in 0..<30 { _ = try c.call("SET", "k\(i)", "\(i)") }
+            if case .array(let keys) = try c.call("KEYS", "k*") { #expect(keys.count == 30) } else { Issue.record("KEYS") }
+            let script = """
+                from redis.cluster import RedisCluster
+                rc = RedisCluster(host="127.0.0.1", port=\(nodes[2].port))
+                for i in range(300):
+                    rc.set(f"p{i}", i)
+                assert all(rc.get(f"p{i}") == str(i).encode() for i in range(300))
+                print("ok")
+                """
+            let run = try runProgram("/usr/bin/env", ["python3", "-c", script], timeout: 60)
+            #expect(run.status == 0, "\(run.stderr)")
+            #expect(try c.call("DBSIZE") == .integer(330))
+            // A plain redis-cli on any node sees the one keyspace.
+            for node in nodes {
+                let get = try runProgram("/usr/bin/redis-cli", ["-p", "\(node.port)", "GET", "k\(b)"])
+                #expect(get.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "\(b)")
+                let size = try runProgram("/usr/bin/redis-cli", ["-p", "\(node.port)", "DBSIZE"])
+                #expect(size.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "330")
+            }
+        }
+
+        @Test("a killed node's keys get -CLUSTERDOWN within 2 s while the rest work; a restarted node is routed to again")
+        func nodeFailure() async throws {
+            var nodes = try startCluster(mode: "proxy")
+            let ring = HashRing(members: nodes.map { RingMember(host: "127.0.0.1", port: $0.port) })
+            let victim = nodes[2]
+            let keys = (0..<60).map { "f\($0)" }
+            let c = try RawClient(port: nodes[0].port)
+            defer { c.close() }
+            for k in keys { _ = try c.call("SET", k, "v") }
+            victim.stop()
+            let killedAt = ContinuousClock.now
+            let lost = keys.filter { ring.owner(ofKey: $0).port == victim.port }
+            let kept = keys.filter { ring.owner(ofKey: $0).port != victim.port }
+            #expect(!lost.isEmpty && !kept.isEmpty)
+            var down = false
+            while ContinuousClock.now - killedAt < .seconds(2) {
+                if try c.callRaw("GET", lost[0]) == "-CLUSTERDOWN The cluster is down\r\n" { down = true; break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(down, "the dead node's keys did not turn into CLUSTERDOWN within 2 s")
+            for k in lost { #expect(try c.callRaw("GET", k) == "-CLUSTERDOWN The cluster is down\r\n") }
+            for k in kept { #expect(try c.call("GET", k) == .bulk("v")) }
+            let nodesText = try c.call("CLUSTER", "NODES")
+            if case .bulkString(let b) = nodesText {
+                let line = String(buffer: b).split(separator: "\n").first { $0.contains(":\(victim.port)@") } ?? ""
+                #expect(line.contains("fail"))
+            }
+            // Back on its port (empty: there is no replication): routing resumes without restarting anything else.
+            nodes[2] = try StrongboxProcess(["--cluster-peers", nodes.map { "127.0.0.1:\($0.port)" }.joined(separator: ","), "--cluster-mode", "proxy"],
+                                            port: victim.port)
+            var back = false
+            let restartedAt = ContinuousClock.now
+            while ContinuousClock.now - restartedAt < .seconds(3) {
+                if try c.call("GET", lost[0]) == .null { back = true; break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(back)
+            #expect(try c.call("SET", lost[0], "again") == .simpleString("OK"))
+            #expect(try c.call("GET", lost[0]) == .bulk("again"))
+        }
+    }
+}
