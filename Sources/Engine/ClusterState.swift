@@ -85,6 +85,17 @@ extension Engine {
             invocation.forward = .everywhere(merge)
             return true
         }
+        if proxy, case .scan = spec.clusterRole {
+            guard let global = UInt64(String(buffer: invocation.args[1])) else { return false }  // the local SCAN reports the error
+            let members = UInt64(cluster.ring.members.count)
+            let member = Int(global % members)
+            if !cluster.isHealthy(member) {
+                invocation.out.writeRESPError("CLUSTERDOWN The cluster is down")
+                return true
+            }
+            invocation.forward = .scan(member: member, localCursor: global / members)
+            return true
+        }
         guard let route = Self.keyRoute(spec, invocation.args) else { return false }
         if !proxy {
             switch route {

@@ -36,6 +36,8 @@ public final class CommandSpec: Sendable {
         case everywhere(Forward.Merge)
         /// Multi-key, split by owner when the keys live apart (`MGET`, `MSET`, `DEL`…).
         case splittable(Forward.Merge)
+        /// `SCAN`: one member at a time, the member folded into the cursor.
+        case scan
     }
 
     public init(
@@ -61,6 +63,8 @@ public final class CommandSpec: Sendable {
         self.handler = handler
         if flags.contains("movablekeys"), name.hasPrefix("eval") {
             clusterRole = .scriptKeys
+        } else if name == "scan" {
+            clusterRole = .scan
         } else if let merge = ["dbsize": Forward.Merge.sum, "keys": .concat, "flushall": .ok, "flushdb": .ok][name] {
             clusterRole = .everywhere(merge)
         } else if let merge = ["mget": Forward.Merge.values, "mset": .ok, "del": .sum, "unlink": .sum, "exists": .sum, "touch": .sum][name] {

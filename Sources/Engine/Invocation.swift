@@ -43,6 +43,9 @@ public enum Forward: Sendable {
     case split(parts: [(owner: Int, positions: [Int])], merge: Merge)
     /// Run it on every member (this one included) and merge the replies.
     case everywhere(Merge)
+    /// `SCAN` over the whole cluster: the member whose keys the cursor is in, and its own cursor.
+    /// The cluster cursor is `local × members + member`.
+    case scan(member: Int, localCursor: UInt64)
 
     public enum Merge: Sendable {
         /// Integers added up (DEL, EXISTS, UNLINK, TOUCH, DBSIZE).

@@ -216,6 +216,25 @@ final class ConnectionHandler: ChannelDuplexHandler {
                     : peers.send(args, to: index, on: loop))
             }
             reply = EventLoopFuture.whenAllSucceed(futures, on: loop).map { Self.merge($0, merge, positions: [], keyCount: 0) }
+        case .scan(let member, let localCursor):
+            var scanArgs = args
+            scanArgs[1] = ByteBuffer(string: String(localCursor))
+            let members = UInt64(peers.cluster.ring.members.count)
+            let part = member == peers.cluster.myIndex
+                ? loop.makeSucceededFuture(runHere(scanArgs, context: context))
+                : peers.send(scanArgs, to: member, on: loop)
+            reply = part.map { value in
+                // Fold the member back into the cursor; a finished member hands on to the next one.
+                guard case .array(let parts) = value, parts.count == 2, case .bulkString(let c) = parts[0],
+                      let next = UInt64(String(buffer: c)) else { return value }
+                let global: UInt64
+                if next != 0 {
+                    global = next * members + UInt64(member)
+                } else {
+                    global = UInt64(member) + 1 < members ? UInt64(member) + 1 : 0
+                }
+                return .array([.bulk(String(global)), parts[1]])
+            }
         }
         reply.whenComplete { result in
             let (handler, context, slot) = bound.value

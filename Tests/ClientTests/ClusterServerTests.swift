@@ -242,6 +242,16 @@ extension ClientIntegration {
             let run = try runProgram("/usr/bin/env", ["python3", "-c", script], timeout: 60)
             #expect(run.status == 0, "\(run.stderr)")
             #expect(try c.call("DBSIZE") == .integer(330))
+            // SCAN walks every member in turn: each key once.
+            var cursor = "0", seen: [String] = []
+            repeat {
+                guard case .array(let page) = try c.call("SCAN", cursor, "COUNT", "50"), page.count == 2,
+                      case .bulkString(let next) = page[0], case .array(let keys) = page[1] else { Issue.record("SCAN"); break }
+                cursor = String(buffer: next)
+                for k in keys { if case .bulkString(let b) = k { seen.append(String(buffer: b)) } }
+            } while cursor != "0"
+            #expect(seen.count == 330)
+            #expect(Set(seen).count == 330)
             // A plain redis-cli on any node sees the one keyspace.
             for node in nodes {
                 let get = try runProgram("/usr/bin/redis-cli", ["-p", "\(node.port)", "GET", "k\(b)"])
