@@ -303,3 +303,33 @@ extension ClientIntegration {
         }
     }
 }
+
+extension ClientIntegration {
+    @Suite("Tools/cluster")
+    struct ToolsClusterTests {
+        @Test("start N nodes, status, stop exactly those processes")
+        func startStatusStop() throws {
+            var root = URL(fileURLWithPath: #filePath)
+            for _ in 0..<3 { root.deleteLastPathComponent() }
+            let tool = root.appendingPathComponent("Tools/cluster").path
+            // Three consecutive free ports.
+            var base = 0
+            for _ in 0..<50 {
+                let p = try freePort()
+                if p < 65000, [p + 1, p + 2].allSatisfy({ q in (try? RawClient(port: q, timeoutSeconds: 1)) == nil }) { base = p; break }
+            }
+            #expect(base > 0)
+            let start = try runProgram(tool, ["start", "3", "--base-port", "\(base)", "--no-build", "--binary", try strongboxExecutable()], timeout: 60)
+            #expect(start.status == 0, "\(start.stdout) \(start.stderr)")
+            #expect(start.stdout.contains("3-node Strongbox cluster (proxy mode)"))
+            _ = try rawCall(base, "SET", "through-tools", "1")
+            #expect(try rawCall(base + 2, "GET", "through-tools").text == "1")
+            let status = try runProgram(tool, ["status"])
+            #expect(status.stdout.components(separatedBy: "cluster_state:ok").count - 1 == 3)
+            let stop = try runProgram(tool, ["stop"])
+            #expect(stop.stdout.contains("stopped 3 nodes"))
+            #expect((try? RawClient(port: base, timeoutSeconds: 1)) == nil)
+            #expect(try runProgram(tool, ["status"]).stdout.contains("no cluster started"))
+        }
+    }
+}
