@@ -38,7 +38,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private let peers: PeerLinks?
     /// Replies in request order while some are still coming from peers: a slot per command
     /// after the first forwarded one. Empty in the common case, when replies go straight to `out`.
-    private var replyQueue = CircularBuffer<ReplySlot>()
+    private var replyQueue = CircularBuffer<ByteBuffer?>()
+    /// The sequence number of `replyQueue.first` (each queued reply has one; a slot is nil until filled).
+    private var queueHead = 0
     /// Processing waits while this many replies are outstanding (bounds what one client can queue).
     private static let maxOutstanding = 1024
     private var waitingForPeers = false
@@ -126,8 +128,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
                     forward(plan, context: context)
                 } else if inv.pointee.deferredScript {
                     inv.pointee.deferredScript = false
-                    let slot: ReplySlot? = replyQueue.isEmpty ? nil : ReplySlot()
-                    if let slot { replyQueue.append(slot) }
+                    let slot: Int? = replyQueue.isEmpty ? nil : enqueue(nil)
                     runScript(context: context, slot: slot)
                     break
                 } else if !replyQueue.isEmpty {
@@ -135,7 +136,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
                     let length = inv.pointee.out.writerIndex - replyStart
                     let bytes = inv.pointee.out.getSlice(at: replyStart, length: length)!
                     inv.pointee.out.moveWriterIndex(to: replyStart)
-                    replyQueue.append(ReplySlot(bytes))
+                    _ = enqueue(bytes)
                 }
                 if replyQueue.count >= Self.maxOutstanding {
                     waitingForPeers = true
@@ -164,7 +165,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             closing = true
         }
         // Forwarded requests of this batch go out in one write per peer.
-        if !replyQueue.isEmpty { peers?.flush(on: context.eventLoop) }
+        if !replyQueue.isEmpty { peers?.scheduleFlush(on: context.eventLoop) }
         // Drop the argument views (they pin the read buffer) unless a request is half-read.
         if decoder.pointee.isBetweenRequests { inv.pointee.args.removeAll(keepingCapacity: true) }
         if buffer.readableBytes > 0 {
@@ -181,8 +182,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     private func forward(_ plan: Forward, context: ChannelHandlerContext) {
         guard let peers else { return }
-        let slot = ReplySlot()
-        replyQueue.append(slot)
+        let slot = enqueue(nil)
         let args = invocationState.pointee.args
         let version = invocationState.pointee.session.protocolVersion
         let loop = context.eventLoop
@@ -238,14 +238,32 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
         reply.whenComplete { result in
             let (handler, context, slot) = bound.value
-            var bytes = context.channel.allocator.buffer(capacity: 64)
-            switch result {
-            case .success(let value): bytes.writeRESP(value, version: version)
-            case .failure(let error): bytes.writeRESPError("TRYAGAIN \(error)")
-            }
-            slot.bytes = bytes
-            handler.drainReplies(context: context)
+            handler.completeForward(slot, result, version: version, context: context)
         }
+    }
+
+    private func enqueue(_ bytes: ByteBuffer?) -> Int {
+        replyQueue.append(bytes)
+        return queueHead + replyQueue.count - 1
+    }
+
+    private func completeForward(_ slot: Int, _ result: Result<RESPValue, any Error>, version: RESPVersion, context: ChannelHandlerContext) {
+        let value: RESPValue
+        switch result {
+        case .success(let v): value = v
+        case .failure(let error): value = peers?.errorReply(error) ?? .error("TRYAGAIN \(error)")
+        }
+        if slot == queueHead {
+            // At the head: straight into the output, then whatever was waiting behind it.
+            invocationState.pointee.out.writeRESP(value, version: version)
+            replyQueue.removeFirst()
+            queueHead += 1
+        } else {
+            var bytes = context.channel.allocator.buffer(capacity: 64)
+            bytes.writeRESP(value, version: version)
+            replyQueue[replyQueue.index(replyQueue.startIndex, offsetBy: slot - queueHead)] = bytes
+        }
+        drainReplies(context: context, moved: slot == queueHead - 1)
     }
 
     /// Runs a command (or this node's part of one) here, bypassing cluster routing; its reply as a value.
@@ -282,11 +300,12 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     /// Moves every reply that is ready at the head of the queue to the output, in order.
-    private func drainReplies(context: ChannelHandlerContext) {
-        var moved = false
-        while let first = replyQueue.first, var bytes = first.bytes {
+    private func drainReplies(context: ChannelHandlerContext, moved alreadyMoved: Bool = false) {
+        var moved = alreadyMoved
+        while let first = replyQueue.first, var bytes = first {
             invocationState.pointee.out.writeBuffer(&bytes)
             replyQueue.removeFirst()
+            queueHead += 1
             moved = true
         }
         guard moved, context.channel.isActive else { return }
@@ -313,7 +332,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// Runs the current `EVAL`-family command on the script queue, keeping this event loop free
     /// (its other clients can still get `-BUSY` and send `SCRIPT KILL`). This connection's later
     /// requests wait in the read buffer, so replies stay in order.
-    private func runScript(context: ChannelHandlerContext, slot: ReplySlot? = nil) {
+    private func runScript(context: ChannelHandlerContext, slot: Int? = nil) {
         awaitingScript = true
         var prepared = Invocation(session: invocationState.pointee.session, out: context.channel.allocator.buffer(capacity: 256))
         prepared.args = invocationState.pointee.args
@@ -331,12 +350,12 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
     }
 
-    private func scriptFinished(_ reply: ByteBuffer, context: ChannelHandlerContext, slot: ReplySlot?) {
+    private func scriptFinished(_ reply: ByteBuffer, context: ChannelHandlerContext, slot: Int?) {
         awaitingScript = false
         guard context.channel.isActive, !closing else { return }
         var reply = reply
         if let slot {
-            slot.bytes = reply
+            replyQueue[replyQueue.index(replyQueue.startIndex, offsetBy: slot - queueHead)] = reply
             drainReplies(context: context)
         } else {
             invocationState.pointee.out.writeBuffer(&reply)
@@ -415,10 +434,4 @@ final class ConnectionHandler: ChannelDuplexHandler {
         logger.trace("connection error", metadata: ["sb.connection.id": "\(invocationState.pointee.session.id)", "sb.error": "\(error)"])
         context.close(promise: nil)
     }
-}
-
-/// One reply in the connection's order queue: filled when it arrives (from a peer or a script).
-final class ReplySlot {
-    var bytes: ByteBuffer?
-    init(_ bytes: ByteBuffer? = nil) { self.bytes = bytes }
 }

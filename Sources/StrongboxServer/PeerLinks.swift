@@ -23,6 +23,7 @@ final class PeerLinks: Sendable {
     /// Per loop: connected links by member, and those written to since the last flush.
     private let ready = Mutex<[ObjectIdentifier: [Int: StrongboxConnection]]>([:])
     private let unflushed = Mutex<[ObjectIdentifier: [StrongboxConnection]]>([:])
+    private let flushScheduled = Mutex<Set<ObjectIdentifier>>([])
     static let forwardTimeout: Duration = .milliseconds(1500)
 
     init(cluster: ClusterState, password: String?, logger: Logger) {
@@ -69,7 +70,19 @@ final class PeerLinks: Sendable {
         if dropped { ready.withLock { $0[ObjectIdentifier(loop)]?[index] = nil } }
     }
 
-    /// Writes out every request submitted from `loop` since the last call (once per read batch).
+    /// Flushes the links of `loop` once, after every channel that is ready in this turn of the loop
+    /// has been read: many clients' forwarded requests then share one write to each peer.
+    func scheduleFlush(on loop: any EventLoop) {
+        let key = ObjectIdentifier(loop)
+        let first = flushScheduled.withLock { s -> Bool in s.insert(key).inserted }
+        guard first else { return }
+        loop.execute { [self] in
+            flushScheduled.withLock { _ = $0.remove(key) }
+            flush(on: loop)
+        }
+    }
+
+    /// Writes out every request submitted from `loop` since the last call.
     func flush(on loop: any EventLoop) {
         let pending = unflushed.withLock { all -> [StrongboxConnection] in
             let list = all[ObjectIdentifier(loop)] ?? []
@@ -89,11 +102,8 @@ final class PeerLinks: Sendable {
             unflushed.withLock { all in
                 if !(all[key]?.contains { $0 === connection } ?? false) { all[key, default: []].append(connection) }
             }
-            return connection.submit(arguments, flush: false).flatMapErrorThrowing { [cluster] error in
-                if !cluster.isHealthy(index) { return .error("CLUSTERDOWN The cluster is down") }
-                let reason = (error as? StrongboxError)?.message ?? "\(error)"
-                return .error("TRYAGAIN Node \(m.host):\(m.port) did not answer (\(reason))")
-            }
+            // Failures are turned into error replies by the caller (`errorReply`): no extra future here.
+            return connection.submit(arguments, flush: false)
         }
         return link(to: index, on: loop)
             .flatMap { $0.submit(arguments) }
@@ -103,6 +113,15 @@ final class PeerLinks: Sendable {
                 return .error("TRYAGAIN Node \(m.host):\(m.port) did not answer (\(reason))")
             }
             .hop(to: loop)
+    }
+
+    /// The error reply for a forward that failed (a broken link, a timeout).
+    func errorReply(_ error: any Error) -> RESPValue {
+        let e = error as? StrongboxError
+        if let node = e?.node, let index = cluster.ring.members.firstIndex(where: { $0.address == node }), !cluster.isHealthy(index) {
+            return .error("CLUSTERDOWN The cluster is down")
+        }
+        return .error("TRYAGAIN Node \(e?.node ?? "?") did not answer (\(e?.message ?? "\(error)"))")
     }
 
     /// Pings every other member until cancelled, marking each up or down.
