@@ -194,6 +194,14 @@ public final class StrongboxConnection: Sendable {
         return promise.futureResult
     }
 
+    /// Like `submit`, but the reply comes as the exact bytes the server sent (for relaying it).
+    public func submitRaw(_ arguments: [ByteBuffer], timeout: Duration? = nil, flush: Bool = true) -> EventLoopFuture<ByteBuffer> {
+        let promise = channel.eventLoop.makePromise(of: ByteBuffer.self)
+        let limit = timeout.map { TimeAmount.nanoseconds(max(1, $0.nanoseconds)) } ?? commandTimeout
+        write([.init(arguments: arguments, raw: promise, timeout: limit)], flush: flush)
+        return promise.futureResult
+    }
+
     /// Writes out requests submitted with `flush: false`.
     public func flush() { channel.flush() }
 
@@ -214,7 +222,7 @@ public final class StrongboxConnection: Sendable {
         let written = flush ? channel.writeAndFlush(ClientHandler.Outbound(requests)) : channel.write(ClientHandler.Outbound(requests))
         written.whenFailure { error in
             let e = Self.mapped(error, node: node)
-            for r in requests { r.promise.fail(e) }
+            for r in requests { r.reply.fail(e) }
         }
     }
 
@@ -243,8 +251,33 @@ final class ClientHandler: ChannelDuplexHandler {
 
     struct Request: Sendable {
         let arguments: [ByteBuffer]
-        let promise: EventLoopPromise<RESPValue>
+        let reply: ReplyPromise
         let timeout: TimeAmount?
+
+        init(arguments: [ByteBuffer], promise: EventLoopPromise<RESPValue>, timeout: TimeAmount?) {
+            self.arguments = arguments
+            self.reply = .value(promise)
+            self.timeout = timeout
+        }
+
+        init(arguments: [ByteBuffer], raw: EventLoopPromise<ByteBuffer>, timeout: TimeAmount?) {
+            self.arguments = arguments
+            self.reply = .raw(raw)
+            self.timeout = timeout
+        }
+    }
+
+    /// A request wants its reply decoded, or as the exact bytes the server sent.
+    enum ReplyPromise: Sendable {
+        case value(EventLoopPromise<RESPValue>)
+        case raw(EventLoopPromise<ByteBuffer>)
+
+        func fail(_ error: any Error) {
+            switch self {
+            case .value(let p): p.fail(error)
+            case .raw(let p): p.fail(error)
+            }
+        }
     }
 
     /// One write's worth of requests.
@@ -254,7 +287,7 @@ final class ClientHandler: ChannelDuplexHandler {
     }
 
     private struct Pending {
-        let promise: EventLoopPromise<RESPValue>
+        let promise: ReplyPromise
         let timer: Scheduled<Void>?
         /// With coarse timeouts: when the request gives up.
         let deadline: NIODeadline?
@@ -308,7 +341,7 @@ final class ClientHandler: ChannelDuplexHandler {
         let outbound = unwrapOutboundIn(data)
         if closed {
             let error = StrongboxError(code: .connectionClosed, message: "the connection is closed", node: node)
-            for r in outbound.requests { r.promise.fail(error) }
+            for r in outbound.requests { r.reply.fail(error) }
             promise?.fail(error)
             return
         }
@@ -323,14 +356,14 @@ final class ClientHandler: ChannelDuplexHandler {
             if let timeout = r.timeout, coarseTimeouts {
                 deadline = .now() + timeout
             } else if let timeout = r.timeout {
-                let promise = r.promise
+                let promise = r.reply
                 let node = self.node
                 timer = loop.scheduleTask(in: timeout) {
                     // The reply may still come; it is dropped then (a completed promise ignores it).
                     promise.fail(StrongboxError(code: .timeout, message: "no reply within \(timeout)", node: node))
                 }
             }
-            pending.append(Pending(promise: r.promise, timer: timer, deadline: deadline))
+            pending.append(Pending(promise: r.reply, timer: timer, deadline: deadline))
         }
         context.write(wrapOutboundOut(buffer), promise: promise)
     }
@@ -344,6 +377,24 @@ final class ClientHandler: ChannelDuplexHandler {
             inbound!.writeBuffer(&b)
         }
         while true {
+            if case .raw(let promise)? = pending.first?.promise,
+               !(protocolVersion == .v3 && inbound!.readableBytesView.first == UInt8(ascii: ">")) {
+                // Relayed byte for byte: find where the reply ends, hand over that slice.
+                let length: Int?
+                do {
+                    length = try RESPFrameScanner.frameLength(inbound!)
+                } catch {
+                    fail(context: context, StrongboxError(code: .protocolError, message: "\(error)", node: node))
+                    return
+                }
+                guard let length else { break }
+                let bytes = inbound!.readSlice(length: length)!
+                let first = pending.removeFirst()
+                first.timer?.cancel()
+                if expiredPrefix > 0 { expiredPrefix -= 1 }
+                promise.succeed(bytes)
+                continue
+            }
             let value: RESPValue?
             do {
                 value = try decoder.next(from: &inbound!)
@@ -362,7 +413,13 @@ final class ClientHandler: ChannelDuplexHandler {
             }
             first.timer?.cancel()
             if expiredPrefix > 0 { expiredPrefix -= 1 }
-            first.promise.succeed(value)
+            switch first.promise {
+            case .value(let promise): promise.succeed(value)
+            case .raw(let promise):
+                var bytes = ByteBuffer()
+                bytes.writeRESP(value, version: protocolVersion)
+                promise.succeed(bytes)
+            }
         }
         if inbound!.readableBytes == 0 { inbound!.clear() } else { inbound!.discardReadBytes() }
     }

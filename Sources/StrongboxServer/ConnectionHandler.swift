@@ -190,6 +190,17 @@ final class ConnectionHandler: ChannelDuplexHandler {
         let reply: EventLoopFuture<RESPValue>
         switch plan {
         case .whole(let owner):
+            guard version == .v3 else {
+                // A RESP2 client gets the peer's reply byte for byte.
+                peers.relay(args, to: owner, on: loop).whenComplete { result in
+                    let (handler, context, slot) = bound.value
+                    switch result {
+                    case .success(let bytes): handler.completeForward(slot, bytes: bytes, context: context)
+                    case .failure(let error): handler.completeForward(slot, .failure(error), version: version, context: context)
+                    }
+                }
+                return
+            }
             reply = peers.send(args, to: owner, on: loop)
         case .split(let parts, let merge):
             let name = args[0]
@@ -245,6 +256,20 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private func enqueue(_ bytes: ByteBuffer?) -> Int {
         replyQueue.append(bytes)
         return queueHead + replyQueue.count - 1
+    }
+
+    /// A relayed reply: its bytes as they came.
+    private func completeForward(_ slot: Int, bytes: ByteBuffer, context: ChannelHandlerContext) {
+        var bytes = bytes
+        let atHead = slot == queueHead
+        if atHead {
+            invocationState.pointee.out.writeBuffer(&bytes)
+            replyQueue.removeFirst()
+            queueHead += 1
+        } else {
+            replyQueue[replyQueue.index(replyQueue.startIndex, offsetBy: slot - queueHead)] = bytes
+        }
+        drainReplies(context: context, moved: atHead)
     }
 
     private func completeForward(_ slot: Int, _ result: Result<RESPValue, any Error>, version: RESPVersion, context: ChannelHandlerContext) {

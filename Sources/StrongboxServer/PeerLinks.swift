@@ -19,8 +19,12 @@ final class PeerLinks: Sendable {
     let cluster: ClusterState
     private let password: String?
     private let logger: Logger
+    /// Links by loop, then by member: one RESP2 link per peer and loop, so every forward of a client
+    /// reaches the peer in the order the client sent it. RESP2 clients get the peer's bytes as
+    /// they came; RESP3 clients get them decoded and re-encoded (for the keyed commands Strongbox
+    /// serves the two protocols differ only in how nulls are written, so nothing is lost).
     private let links = Mutex<[ObjectIdentifier: [Int: EventLoopFuture<StrongboxConnection>]]>([:])
-    /// Per loop: connected links by member, and those written to since the last flush.
+    /// Per loop: connected links by member and protocol, and those written to since the last flush.
     private let ready = Mutex<[ObjectIdentifier: [Int: StrongboxConnection]]>([:])
     private let unflushed = Mutex<[ObjectIdentifier: [StrongboxConnection]]>([:])
     private let flushScheduled = Mutex<Set<ObjectIdentifier>>([])
@@ -32,10 +36,10 @@ final class PeerLinks: Sendable {
         self.logger = logger
     }
 
-    private func configuration(_ index: Int) -> ConnectionConfiguration {
+    private func configuration(_ index: Int, version: RESPVersion = .v3) -> ConnectionConfiguration {
         let m = cluster.ring.members[index]
         var c = ConnectionConfiguration(endpoint: Endpoint(host: m.host, port: m.port))
-        c.protocolVersion = .v3
+        c.protocolVersion = version
         c.password = password
         c.clientName = Session.peerName
         c.connectTimeout = .milliseconds(500)
@@ -44,18 +48,19 @@ final class PeerLinks: Sendable {
         return c
     }
 
-    private func link(to index: Int, on loop: any EventLoop) -> EventLoopFuture<StrongboxConnection> {
+    private func link(to index: Int, on loop: any EventLoop, version: RESPVersion) -> EventLoopFuture<StrongboxConnection> {
         let key = ObjectIdentifier(loop)
-        if let existing = links.withLock({ $0[key]?[index] }) { return existing }
-        let configuration = configuration(index)
+        let slot = index * 4 + version.rawValue
+        if let existing = links.withLock({ $0[key]?[slot] }) { return existing }
+        let configuration = configuration(index, version: version)
         let made = loop.makeFutureWithTask { try await StrongboxConnection.connect(configuration, eventLoopGroup: loop) }
-        links.withLock { $0[key, default: [:]][index] = made }
+        links.withLock { $0[key, default: [:]][slot] = made }
         made.whenComplete { [self] result in
             switch result {
             case .success(let c):
-                ready.withLock { $0[key, default: [:]][index] = c }
-                c.closeFuture.whenComplete { [self] _ in forget(index, loop: loop, made) }
-            case .failure: forget(index, loop: loop, made)
+                ready.withLock { $0[key, default: [:]][slot] = c }
+                c.closeFuture.whenComplete { [self] _ in forget(slot, loop: loop, made) }
+            case .failure: forget(slot, loop: loop, made)
             }
         }
         return made
@@ -94,25 +99,28 @@ final class PeerLinks: Sendable {
 
     /// Sends `arguments` to member `index` from `loop`; the reply as the peer sent it, or an error
     /// reply saying why the peer could not answer.
-    /// The request is written but not flushed when the link is up: call `flush(on:)` after the batch.
-    func send(_ arguments: [ByteBuffer], to index: Int, on loop: any EventLoop) -> EventLoopFuture<RESPValue> {
-        let m = cluster.ring.members[index]
+    /// The connected link, marked for the next flush, or nil when it still has to be made.
+    private func readyLink(_ index: Int, version: RESPVersion, on loop: any EventLoop) -> StrongboxConnection? {
         let key = ObjectIdentifier(loop)
-        if let connection = ready.withLock({ $0[key]?[index] }), connection.isConnected {
-            unflushed.withLock { all in
-                if !(all[key]?.contains { $0 === connection } ?? false) { all[key, default: []].append(connection) }
-            }
-            // Failures are turned into error replies by the caller (`errorReply`): no extra future here.
-            return connection.submit(arguments, flush: false)
+        guard let connection = ready.withLock({ $0[key]?[index * 4 + version.rawValue] }), connection.isConnected else { return nil }
+        unflushed.withLock { all in
+            if !(all[key]?.contains { $0 === connection } ?? false) { all[key, default: []].append(connection) }
         }
-        return link(to: index, on: loop)
-            .flatMap { $0.submit(arguments) }
-            .flatMapErrorThrowing { [cluster] error in
-                if !cluster.isHealthy(index) { return .error("CLUSTERDOWN The cluster is down") }
-                let reason = (error as? StrongboxError)?.message ?? "\(error)"
-                return .error("TRYAGAIN Node \(m.host):\(m.port) did not answer (\(reason))")
-            }
-            .hop(to: loop)
+        return connection
+    }
+
+    /// Sends `arguments` to member `index` from `loop`; the reply decoded. The request is written
+    /// but not flushed when the link is up: `scheduleFlush(on:)` after the batch. Failures are
+    /// turned into error replies by the caller (`errorReply`).
+    func send(_ arguments: [ByteBuffer], to index: Int, on loop: any EventLoop) -> EventLoopFuture<RESPValue> {
+        if let connection = readyLink(index, version: .v2, on: loop) { return connection.submit(arguments, flush: false) }
+        return link(to: index, on: loop, version: .v2).flatMap { $0.submit(arguments) }.hop(to: loop)
+    }
+
+    /// Like `send`, the reply as the peer's exact (RESP2) bytes.
+    func relay(_ arguments: [ByteBuffer], to index: Int, on loop: any EventLoop) -> EventLoopFuture<ByteBuffer> {
+        if let connection = readyLink(index, version: .v2, on: loop) { return connection.submitRaw(arguments, flush: false) }
+        return link(to: index, on: loop, version: .v2).flatMap { $0.submitRaw(arguments) }.hop(to: loop)
     }
 
     /// The error reply for a forward that failed (a broken link, a timeout).

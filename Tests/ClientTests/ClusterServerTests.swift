@@ -200,7 +200,8 @@ extension ClientIntegration {
                 ["APPEND", "a", "xyz"], ["GET", "a"], ["DEL", "a", "b", "nope"], ["UNLINK", "c", "d"], ["DBSIZE"],
                 ["SET", "lock:1", "tok", "NX", "PX", "30000"], ["SET", "lock:1", "tok", "NX", "PX", "30000"], ["DELIFEQ", "lock:1", "tok"],
                 ["EVAL", "return redis.call('GET', KEYS[1])", "1", "e"], ["GET", "missing"], ["INCR", "e"], ["INCRBYFLOAT", "f", "0.5"],
-                ["HELLO", "3"], ["MGET", "e", "nope", "f"], ["GET", "g"], ["DBSIZE"], ["FLUSHALL"], ["DBSIZE"],
+                ["HELLO", "3"], ["MGET", "e", "nope", "f"], ["GET", "g"], ["GET", "a"], ["GET", "b"], ["GET", "c"], ["GET", "nope"],
+                ["EXISTS", "e", "f", "g"], ["SET", "z", "1", "NX"], ["SET", "z", "1", "NX"], ["DBSIZE"], ["FLUSHALL"], ["DBSIZE"],
             ]
             var bytes: [UInt8] = []
             for c in script { bytes += RawClient.encode(c.map { Array($0.utf8) }) }
