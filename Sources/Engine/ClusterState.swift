@@ -34,6 +34,8 @@ public final class ClusterState: Sendable {
         ring = HashRing(members: all, virtualNodes: virtualNodes)
         myIndex = ring.members.firstIndex { $0.host == me.host && $0.port == me.port }!
         self.mode = mode
+        owners = .allocate(capacity: HashSlot.count)
+        for slot in 0..<HashSlot.count { owners[slot] = UInt16(ring.ownerIndex(ofSlot: slot)) }
         healthy = Mutex([Bool](repeating: true, count: ring.members.count))
     }
 
@@ -59,8 +61,15 @@ public final class ClusterState: Sendable {
         return out
     }
 
+    /// Slot -> owner index, copied out of the ring once: the routing path reads it without
+    /// touching the ring's arrays (no reference counting per lookup).
+    // Written once in init, read-only afterwards: safe to share.
+    nonisolated(unsafe) private let owners: UnsafeMutableBufferPointer<UInt16>
+
     @inline(__always)
-    public func ownerIndex(ofSlot slot: Int) -> Int { ring.ownerIndex(ofSlot: slot) }
+    public func ownerIndex(ofSlot slot: Int) -> Int { Int(owners[slot]) }
+
+    deinit { owners.deallocate() }
 
     public func isHealthy(_ index: Int) -> Bool { healthy.withLock { $0[index] } }
     public func setHealthy(_ index: Int, _ value: Bool) { healthy.withLock { $0[index] = value } }

@@ -36,6 +36,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var awaitingScript = false
     /// Cluster peers to forward to (proxy mode), or nil.
     private let peers: PeerLinks?
+    /// This loop's links to them (looked up on the first forward).
+    private var links: LoopLinks?
     /// Replies in request order while some are still coming from peers: a slot per command
     /// after the first forwarded one. Empty in the common case, when replies go straight to `out`.
     private var replyQueue = CircularBuffer<ByteBuffer?>()
@@ -165,7 +167,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             closing = true
         }
         // Forwarded requests of this batch go out in one write per peer.
-        if !replyQueue.isEmpty { peers?.scheduleFlush(on: context.eventLoop) }
+        if !replyQueue.isEmpty { links?.scheduleFlush() }
         // Drop the argument views (they pin the read buffer) unless a request is half-read.
         if decoder.pointee.isBetweenRequests { inv.pointee.args.removeAll(keepingCapacity: true) }
         if buffer.readableBytes > 0 {
@@ -182,6 +184,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     private func forward(_ plan: Forward, context: ChannelHandlerContext) {
         guard let peers else { return }
+        if links == nil { links = peers.links(for: context.eventLoop) }
+        let links = self.links!
         let slot = enqueue(nil)
         let args = invocationState.pointee.args
         let version = invocationState.pointee.session.protocolVersion
@@ -192,7 +196,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         case .whole(let owner):
             guard version == .v3 else {
                 // A RESP2 client gets the peer's reply byte for byte.
-                peers.relay(args, to: owner, on: loop).whenComplete { result in
+                links.relay(args, to: owner).whenComplete { result in
                     let (handler, context, slot) = bound.value
                     switch result {
                     case .success(let bytes): handler.completeForward(slot, bytes: bytes, context: context)
@@ -201,7 +205,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 }
                 return
             }
-            reply = peers.send(args, to: owner, on: loop)
+            reply = links.send(args, to: owner)
         case .split(let parts, let merge):
             let name = args[0]
             let mset = merge == .ok
@@ -214,7 +218,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 }
                 futures.append(part.owner == peers.cluster.myIndex
                     ? loop.makeSucceededFuture(runHere(partArgs, context: context))
-                    : peers.send(partArgs, to: part.owner, on: loop))
+                    : links.send(partArgs, to: part.owner))
             }
             let positions = parts.map(\.positions)
             let keyCount = positions.reduce(0) { $0 + $1.count }
@@ -224,7 +228,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             for index in peers.cluster.ring.members.indices {
                 futures.append(index == peers.cluster.myIndex
                     ? loop.makeSucceededFuture(runHere(args, context: context))
-                    : peers.send(args, to: index, on: loop))
+                    : links.send(args, to: index))
             }
             reply = EventLoopFuture.whenAllSucceed(futures, on: loop).map { Self.merge($0, merge, positions: [], keyCount: 0) }
         case .scan(let member, let localCursor):
@@ -233,7 +237,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             let members = UInt64(peers.cluster.ring.members.count)
             let part = member == peers.cluster.myIndex
                 ? loop.makeSucceededFuture(runHere(scanArgs, context: context))
-                : peers.send(scanArgs, to: member, on: loop)
+                : links.send(scanArgs, to: member)
             reply = part.map { value in
                 // Fold the member back into the cursor; a finished member hands on to the next one.
                 guard case .array(let parts) = value, parts.count == 2, case .bulkString(let c) = parts[0],

@@ -19,15 +19,8 @@ final class PeerLinks: Sendable {
     let cluster: ClusterState
     private let password: String?
     private let logger: Logger
-    /// Links by loop, then by member: one RESP2 link per peer and loop, so every forward of a client
-    /// reaches the peer in the order the client sent it. RESP2 clients get the peer's bytes as
-    /// they came; RESP3 clients get them decoded and re-encoded (for the keyed commands Strongbox
-    /// serves the two protocols differ only in how nulls are written, so nothing is lost).
-    private let links = Mutex<[ObjectIdentifier: [Int: EventLoopFuture<StrongboxConnection>]]>([:])
-    /// Per loop: connected links by member and protocol, and those written to since the last flush.
-    private let ready = Mutex<[ObjectIdentifier: [Int: StrongboxConnection]]>([:])
-    private let unflushed = Mutex<[ObjectIdentifier: [StrongboxConnection]]>([:])
-    private let flushScheduled = Mutex<Set<ObjectIdentifier>>([])
+    /// Each event loop's links (one `LoopLinks` per loop, made on first use).
+    private let loops = Mutex<[ObjectIdentifier: LoopLinks]>([:])
     static let forwardTimeout: Duration = .milliseconds(1500)
 
     init(cluster: ClusterState, password: String?, logger: Logger) {
@@ -48,80 +41,17 @@ final class PeerLinks: Sendable {
         return c
     }
 
-    private func link(to index: Int, on loop: any EventLoop, version: RESPVersion) -> EventLoopFuture<StrongboxConnection> {
-        let key = ObjectIdentifier(loop)
-        let slot = index * 4 + version.rawValue
-        if let existing = links.withLock({ $0[key]?[slot] }) { return existing }
-        let configuration = configuration(index, version: version)
-        let made = loop.makeFutureWithTask { try await StrongboxConnection.connect(configuration, eventLoopGroup: loop) }
-        links.withLock { $0[key, default: [:]][slot] = made }
-        made.whenComplete { [self] result in
-            switch result {
-            case .success(let c):
-                ready.withLock { $0[key, default: [:]][slot] = c }
-                c.closeFuture.whenComplete { [self] _ in forget(slot, loop: loop, made) }
-            case .failure: forget(slot, loop: loop, made)
-            }
-        }
-        return made
-    }
-
-    private func forget(_ index: Int, loop: any EventLoop, _ link: EventLoopFuture<StrongboxConnection>) {
-        let dropped = links.withLock { all -> Bool in
-            guard all[ObjectIdentifier(loop)]?[index] === link else { return false }
-            all[ObjectIdentifier(loop)]?[index] = nil
-            return true
-        }
-        if dropped { ready.withLock { $0[ObjectIdentifier(loop)]?[index] = nil } }
-    }
-
-    /// Flushes the links of `loop` once, after every channel that is ready in this turn of the loop
-    /// has been read: many clients' forwarded requests then share one write to each peer.
-    func scheduleFlush(on loop: any EventLoop) {
-        let key = ObjectIdentifier(loop)
-        let first = flushScheduled.withLock { s -> Bool in s.insert(key).inserted }
-        guard first else { return }
-        loop.execute { [self] in
-            flushScheduled.withLock { _ = $0.remove(key) }
-            flush(on: loop)
+    /// The links of `loop`; a connection handler asks once and keeps the answer.
+    func links(for loop: any EventLoop) -> LoopLinks {
+        loops.withLock { all in
+            if let l = all[ObjectIdentifier(loop)] { return l }
+            let made = LoopLinks(peers: self, loop: loop, members: cluster.ring.members.count)
+            all[ObjectIdentifier(loop)] = made
+            return made
         }
     }
 
-    /// Writes out every request submitted from `loop` since the last call.
-    func flush(on loop: any EventLoop) {
-        let pending = unflushed.withLock { all -> [StrongboxConnection] in
-            let list = all[ObjectIdentifier(loop)] ?? []
-            if !list.isEmpty { all[ObjectIdentifier(loop)] = [] }
-            return list
-        }
-        for c in pending { c.flush() }
-    }
-
-    /// Sends `arguments` to member `index` from `loop`; the reply as the peer sent it, or an error
-    /// reply saying why the peer could not answer.
-    /// The connected link, marked for the next flush, or nil when it still has to be made.
-    private func readyLink(_ index: Int, version: RESPVersion, on loop: any EventLoop) -> StrongboxConnection? {
-        let key = ObjectIdentifier(loop)
-        guard let connection = ready.withLock({ $0[key]?[index * 4 + version.rawValue] }), connection.isConnected else { return nil }
-        unflushed.withLock { all in
-            if !(all[key]?.contains { $0 === connection } ?? false) { all[key, default: []].append(connection) }
-        }
-        return connection
-    }
-
-    /// Sends `arguments` to member `index` from `loop`; the reply decoded. The request is written
-    /// but not flushed when the link is up: `scheduleFlush(on:)` after the batch. Failures are
-    /// turned into error replies by the caller (`errorReply`).
-    func send(_ arguments: [ByteBuffer], to index: Int, on loop: any EventLoop) -> EventLoopFuture<RESPValue> {
-        if let connection = readyLink(index, version: .v2, on: loop) { return connection.submit(arguments, flush: false) }
-        return link(to: index, on: loop, version: .v2).flatMap { $0.submit(arguments) }.hop(to: loop)
-    }
-
-    /// Like `send`, the reply as the peer's exact (RESP2) bytes.
-    func relay(_ arguments: [ByteBuffer], to index: Int, on loop: any EventLoop) -> EventLoopFuture<ByteBuffer> {
-        if let connection = readyLink(index, version: .v2, on: loop) { return connection.submitRaw(arguments, flush: false) }
-        return link(to: index, on: loop, version: .v2).flatMap { $0.submitRaw(arguments) }.hop(to: loop)
-    }
+    func linkConfiguration(_ index: Int) -> ConnectionConfiguration { configuration(index, version: .v2) }
 
     /// The error reply for a forward that failed (a broken link, a timeout).
     func errorReply(_ error: any Error) -> RESPValue {
@@ -172,5 +102,86 @@ final class PeerLinks: Sendable {
             try? await Task.sleep(for: .milliseconds(200))
         }
         if let c = connection { await c.close() }
+    }
+}
+
+/// One event loop's links to the peers: one RESP2 connection per peer, made on this loop, so a
+/// client connection and the link it forwards over share a thread, every forward of a client
+/// reaches the peer in the order the client sent it, and requests from every client of the loop
+/// share one pipeline and one write per loop turn. RESP2 clients get the peer's bytes as they
+/// came; RESP3 clients get them decoded and re-encoded (for the keyed commands Strongbox serves
+/// the two protocols differ only in how nulls are written). A link that breaks is made again on
+/// next use.
+///
+/// Touched only on `loop` (by the connection handlers living there): no locks in the forwarding path.
+final class LoopLinks: @unchecked Sendable {
+    private unowned let peers: PeerLinks
+    let loop: any EventLoop
+    private var connected: [StrongboxConnection?]
+    private var connecting: [EventLoopFuture<StrongboxConnection>?]
+    private var dirty: [Bool]
+    private var dirtyList: [Int] = []
+    private var flushScheduled = false
+
+    init(peers: PeerLinks, loop: any EventLoop, members: Int) {
+        self.peers = peers
+        self.loop = loop
+        connected = Array(repeating: nil, count: members)
+        connecting = Array(repeating: nil, count: members)
+        dirty = Array(repeating: false, count: members)
+    }
+
+    private func ready(_ index: Int) -> StrongboxConnection? {
+        guard let c = connected[index] else { return nil }
+        if c.isConnected {
+            if !dirty[index] {
+                dirty[index] = true
+                dirtyList.append(index)
+            }
+            return c
+        }
+        connected[index] = nil
+        return nil
+    }
+
+    private func connect(_ index: Int) -> EventLoopFuture<StrongboxConnection> {
+        if let pending = connecting[index] { return pending }
+        let configuration = peers.linkConfiguration(index)
+        let loop = self.loop
+        let made = loop.makeFutureWithTask { try await StrongboxConnection.connect(configuration, eventLoopGroup: loop) }.hop(to: loop)
+        connecting[index] = made
+        made.whenComplete { [self] result in
+            connecting[index] = nil
+            if case .success(let c) = result { connected[index] = c }
+        }
+        return made
+    }
+
+    /// Sends `arguments` to member `index`; the reply decoded. Written now, flushed at the end of
+    /// the loop's turn (`scheduleFlush`). Failures become error replies in the caller.
+    func send(_ arguments: [ByteBuffer], to index: Int) -> EventLoopFuture<RESPValue> {
+        if let c = ready(index) { return c.submit(arguments, flush: false) }
+        return connect(index).flatMap { $0.submit(arguments) }
+    }
+
+    /// Like `send`, the reply as the peer's exact (RESP2) bytes.
+    func relay(_ arguments: [ByteBuffer], to index: Int) -> EventLoopFuture<ByteBuffer> {
+        if let c = ready(index) { return c.submitRaw(arguments, flush: false) }
+        return connect(index).flatMap { $0.submitRaw(arguments) }
+    }
+
+    /// Flushes the links written to, once, after every channel ready in this turn of the loop has
+    /// been read: many clients' forwarded requests share one write to each peer.
+    func scheduleFlush() {
+        guard !flushScheduled, !dirtyList.isEmpty else { return }
+        flushScheduled = true
+        loop.execute { [self] in
+            flushScheduled = false
+            for i in dirtyList {
+                dirty[i] = false
+                connected[i]?.flush()
+            }
+            dirtyList.removeAll(keepingCapacity: true)
+        }
     }
 }
