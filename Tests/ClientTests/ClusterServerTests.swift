@@ -262,6 +262,29 @@ extension ClientIntegration {
             }
         }
 
+        @Test("a stopped (SIGSTOP) peer does not hold up commands for the other nodes; its own keys fail within 2 s")
+        func slowPeer() async throws {
+            let nodes = try startCluster(mode: "proxy")
+            let ring = HashRing(members: nodes.map { RingMember(host: "127.0.0.1", port: $0.port) })
+            let victim = nodes[1]
+            let keys = (0..<40).map { "s\($0)" }
+            for k in keys { _ = try rawCall(nodes[0].port, "SET", k, "v") }
+            let lost = keys.first { ring.owner(ofKey: $0).port == victim.port }!
+            let kept = keys.filter { ring.owner(ofKey: $0).port != victim.port }
+            kill(victim.pid, SIGSTOP)
+            defer { kill(victim.pid, SIGCONT) }
+            // One client waits on the stopped node's key …
+            let waiting = Task { try rawCall(nodes[0].port, "GET", lost).text ?? "" }
+            try await Task.sleep(for: .milliseconds(50))
+            // … while another gets every other key at once.
+            let start = ContinuousClock.now
+            for k in kept { #expect(try rawCall(nodes[0].port, "GET", k).text == "v") }
+            #expect(ContinuousClock.now - start < .seconds(1))
+            let answer = try await waiting.value
+            #expect(answer.hasPrefix("CLUSTERDOWN") || answer.hasPrefix("TRYAGAIN"), "\(answer)")
+            #expect(ContinuousClock.now - start < .seconds(2))
+        }
+
         @Test("a killed node's keys get -CLUSTERDOWN within 2 s while the rest work; a restarted node is routed to again")
         func nodeFailure() async throws {
             var nodes = try startCluster(mode: "proxy")
