@@ -26,6 +26,11 @@ public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
     public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }
 
+/// Receives relayed replies (see `StrongboxConnection.submitRaw(_:sink:tag:flush:)`).
+public protocol ReplySink: AnyObject {
+    func replyArrived(tag: Int, _ result: Result<ByteBuffer, StrongboxError>)
+}
+
 /// How one connection is set up.
 public struct ConnectionConfiguration: Sendable {
     public var endpoint: Endpoint
@@ -202,6 +207,12 @@ public final class StrongboxConnection: Sendable {
         return promise.futureResult
     }
 
+    /// Like `submitRaw`, but the reply (or the failure) is handed to `sink` on this connection's
+    /// loop with `tag`, exactly once — for servers relaying many replies without a future each.
+    public func submitRaw(_ arguments: [ByteBuffer], sink: NIOLoopBound<any ReplySink>, tag: Int, flush: Bool = true) {
+        write([.init(arguments: arguments, sink: sink, tag: tag, timeout: commandTimeout)], flush: flush)
+    }
+
     /// Writes out requests submitted with `flush: false`.
     public func flush() { channel.flush() }
 
@@ -265,19 +276,32 @@ final class ClientHandler: ChannelDuplexHandler {
             self.reply = .raw(raw)
             self.timeout = timeout
         }
+
+        init(arguments: [ByteBuffer], sink: NIOLoopBound<any ReplySink>, tag: Int, timeout: TimeAmount?) {
+            self.arguments = arguments
+            self.reply = .sink(sink, tag)
+            self.timeout = timeout
+        }
     }
 
     /// A request wants its reply decoded, or as the exact bytes the server sent.
     enum ReplyPromise: Sendable {
         case value(EventLoopPromise<RESPValue>)
         case raw(EventLoopPromise<ByteBuffer>)
+        /// The reply's bytes go straight to an object on the connection's loop (no promise, no closure).
+        case sink(NIOLoopBound<any ReplySink>, Int)
 
         func fail(_ error: any Error) {
             switch self {
             case .value(let p): p.fail(error)
             case .raw(let p): p.fail(error)
+            case .sink(let s, let tag):
+                let e = error as? StrongboxError ?? StrongboxError(code: .connectionClosed, message: "\(error)")
+                s.value.replyArrived(tag: tag, .failure(e))
             }
         }
+
+        var isRaw: Bool { if case .value = self { return false } else { return true } }
     }
 
     /// One write's worth of requests.
@@ -377,7 +401,7 @@ final class ClientHandler: ChannelDuplexHandler {
             inbound!.writeBuffer(&b)
         }
         while true {
-            if case .raw(let promise)? = pending.first?.promise,
+            if let head = pending.first, head.promise.isRaw,
                !(protocolVersion == .v3 && inbound!.readableBytesView.first == UInt8(ascii: ">")) {
                 // Relayed byte for byte: find where the reply ends, hand over that slice.
                 let length: Int?
@@ -391,8 +415,16 @@ final class ClientHandler: ChannelDuplexHandler {
                 let bytes = inbound!.readSlice(length: length)!
                 let first = pending.removeFirst()
                 first.timer?.cancel()
-                if expiredPrefix > 0 { expiredPrefix -= 1 }
-                promise.succeed(bytes)
+                if expiredPrefix > 0 {
+                    // Already failed by its timeout: the late reply is dropped.
+                    expiredPrefix -= 1
+                    if case .sink = first.promise { continue }
+                }
+                switch first.promise {
+                case .raw(let promise): promise.succeed(bytes)
+                case .sink(let s, let tag): s.value.replyArrived(tag: tag, .success(bytes))
+                case .value: break
+                }
                 continue
             }
             let value: RESPValue?
@@ -419,6 +451,10 @@ final class ClientHandler: ChannelDuplexHandler {
                 var bytes = ByteBuffer()
                 bytes.writeRESP(value, version: protocolVersion)
                 promise.succeed(bytes)
+            case .sink(let s, let tag):
+                var bytes = ByteBuffer()
+                bytes.writeRESP(value, version: protocolVersion)
+                s.value.replyArrived(tag: tag, .success(bytes))
             }
         }
         if inbound!.readableBytes == 0 { inbound!.clear() } else { inbound!.discardReadBytes() }

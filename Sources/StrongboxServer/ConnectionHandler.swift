@@ -2,6 +2,7 @@ import Engine
 import Logging
 import NIOCore
 import RESP
+import StrongboxClient
 
 /// One client connection: decodes requests from the bytes it reads, runs each against the engine,
 /// appends each reply to one outbound buffer and writes and flushes that buffer once per read batch.
@@ -9,7 +10,7 @@ import RESP
 /// Replies leave in request order because every command of a batch runs in order on this
 /// connection's event loop. Reading pauses while the socket cannot take more output, so a client
 /// that does not read its replies cannot make the server buffer without bound.
-final class ConnectionHandler: ChannelDuplexHandler {
+final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -38,6 +39,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private let peers: PeerLinks?
     /// This loop's links to them (looked up on the first forward).
     private var links: LoopLinks?
+    /// Where relayed replies come back (self, on this loop) and the context they are written to.
+    private var sinkRef: NIOLoopBound<any ReplySink>?
+    private var contextRef: ChannelHandlerContext?
     /// Replies in request order while some are still coming from peers: a slot per command
     /// after the first forwarded one. Empty in the common case, when replies go straight to `out`.
     private var replyQueue = CircularBuffer<ByteBuffer?>()
@@ -78,6 +82,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        if peers != nil {
+            contextRef = context
+            sinkRef = NIOLoopBound(self, eventLoop: context.eventLoop)
+        }
         switch registry.admit(invocationState.pointee.session, channel: context.channel) {
         case .success(let record):
             self.record = record
@@ -89,6 +97,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        contextRef = nil
+        sinkRef = nil
         if let record {
             publish(to: record)
             registry.remove(id: invocationState.pointee.session.id)
@@ -194,15 +204,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
         let reply: EventLoopFuture<RESPValue>
         switch plan {
         case .whole(let owner):
-            guard version == .v3 else {
-                // A RESP2 client gets the peer's reply byte for byte.
-                links.relay(args, to: owner).whenComplete { result in
-                    let (handler, context, slot) = bound.value
-                    switch result {
-                    case .success(let bytes): handler.completeForward(slot, bytes: bytes, context: context)
-                    case .failure(let error): handler.completeForward(slot, .failure(error), version: version, context: context)
-                    }
-                }
+            if version == .v2, let sink = sinkRef {
+                // A RESP2 client gets the peer's reply byte for byte, handed straight back here.
+                links.relay(args, to: owner, sink: sink, tag: slot)
                 return
             }
             reply = links.send(args, to: owner)
@@ -260,6 +264,16 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private func enqueue(_ bytes: ByteBuffer?) -> Int {
         replyQueue.append(bytes)
         return queueHead + replyQueue.count - 1
+    }
+
+    /// A relayed reply (or why there is none) for queue slot `tag`.
+    func replyArrived(tag: Int, _ result: Result<ByteBuffer, StrongboxError>) {
+        guard let context = contextRef, tag >= queueHead, tag - queueHead < replyQueue.count,
+              replyQueue[replyQueue.index(replyQueue.startIndex, offsetBy: tag - queueHead)] == nil else { return }
+        switch result {
+        case .success(let bytes): completeForward(tag, bytes: bytes, context: context)
+        case .failure(let error): completeForward(tag, .failure(error), version: .v2, context: context)
+        }
     }
 
     /// A relayed reply: its bytes as they came.

@@ -164,6 +164,22 @@ final class LoopLinks: @unchecked Sendable {
         return connect(index).flatMap { $0.submit(arguments) }
     }
 
+    /// Like `relay`, but the reply goes straight to `sink` with `tag` (no future per command).
+    func relay(_ arguments: [ByteBuffer], to index: Int, sink: NIOLoopBound<any ReplySink>, tag: Int) {
+        if let c = ready(index) {
+            c.submitRaw(arguments, sink: sink, tag: tag, flush: false)
+            return
+        }
+        connect(index).whenComplete { result in
+            switch result {
+            case .success(let c): c.submitRaw(arguments, sink: sink, tag: tag)
+            case .failure(let error):
+                let e = error as? StrongboxError ?? StrongboxError(code: .connectFailed, message: "\(error)")
+                sink.value.replyArrived(tag: tag, .failure(e))
+            }
+        }
+    }
+
     /// Like `send`, the reply as the peer's exact (RESP2) bytes.
     func relay(_ arguments: [ByteBuffer], to index: Int) -> EventLoopFuture<ByteBuffer> {
         if let c = ready(index) { return c.submitRaw(arguments, flush: false) }
