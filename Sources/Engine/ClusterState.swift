@@ -80,111 +80,110 @@ public struct ClusterConfigError: Error, CustomStringConvertible {
     public init(_ description: String) { self.description = description }
 }
 
+extension CommandError {
+    public static let clusterDown = CommandError("CLUSTERDOWN The cluster is down")
+    public static let crossSlot = CommandError("CROSSSLOT Keys in request don't hash to the same slot")
+}
+
 extension Engine {
     /// Decides where a command runs in a cluster. Returns true when it has been answered (an error)
     /// or handed on (`invocation.forward` set); false when it runs here.
+    ///
+    /// A command whose keys have one owner (nearly all of them) is routed without allocating;
+    /// only a multi-key command whose keys live apart builds its per-owner groups.
     func routed(_ cluster: ClusterState, _ spec: CommandSpec, _ invocation: inout Invocation) -> Bool {
         let proxy = cluster.mode == .proxy && invocation.mayForward
-        if proxy, case .everywhere(let merge) = spec.clusterRole {
-            if let down = (0..<cluster.ring.members.count).first(where: { !cluster.isHealthy($0) }) {
-                _ = down
-                invocation.out.writeRESPError("CLUSTERDOWN The cluster is down")
-                return true
+        switch spec.clusterRole {
+        case .everywhere(let merge) where proxy:
+            if (0..<cluster.ring.members.count).contains(where: { !cluster.isHealthy($0) }) {
+                invocation.out.writeRESPError(CommandError.clusterDown.message)
+            } else {
+                invocation.forward = .everywhere(merge)
             }
-            invocation.forward = .everywhere(merge)
             return true
-        }
-        if proxy, case .scan = spec.clusterRole {
-            guard let global = UInt64(String(buffer: invocation.args[1])) else { return false }  // the local SCAN reports the error
+        case .scan where proxy:
+            // A cursor that is not a number runs here, so the local SCAN reports the error.
+            guard let global = UInt64(String(buffer: invocation.args[1])) else { return false }
             let members = UInt64(cluster.ring.members.count)
             let member = Int(global % members)
-            if !cluster.isHealthy(member) {
-                invocation.out.writeRESPError("CLUSTERDOWN The cluster is down")
-                return true
+            if cluster.isHealthy(member) {
+                invocation.forward = .scan(member: member, localCursor: global / members)
+            } else {
+                invocation.out.writeRESPError(CommandError.clusterDown.message)
             }
-            invocation.forward = .scan(member: member, localCursor: global / members)
             return true
+        default:
+            break
         }
-        guard let route = Self.keyRoute(spec, invocation.args) else { return false }
+        // One walk over the keys: the first key's slot and owner, and whether any key differs.
+        var slot = -1, owner = -1, otherSlot = false, otherOwner = false
+        Self.forEachKeyPosition(spec, invocation.args) { p in
+            let s = invocation.args[p].withUnsafeReadableBytes { HashSlot.slot(forKeyBytes: $0) }
+            if slot < 0 {
+                slot = s
+                owner = cluster.ownerIndex(ofSlot: s)
+            } else if s != slot {
+                otherSlot = true
+                if cluster.ownerIndex(ofSlot: s) != owner { otherOwner = true }
+            }
+        }
+        guard slot >= 0 else { return false }  // no keys: runs here
         if !proxy {
-            switch route {
-            case .crossSlot:
-                invocation.out.writeRESPError("CROSSSLOT Keys in request don't hash to the same slot")
-                return true
-            case .slot(let slot):
-                let owner = cluster.ownerIndex(ofSlot: slot)
-                if owner == cluster.myIndex { return false }
-                if !cluster.isHealthy(owner) {
-                    invocation.out.writeRESPError("CLUSTERDOWN The cluster is down")
-                    return true
-                }
+            // Redirect mode answers as Redis Cluster: one slot per command.
+            if otherSlot {
+                invocation.out.writeRESPError(CommandError.crossSlot.message)
+            } else if owner == cluster.myIndex {
+                return false
+            } else if !cluster.isHealthy(owner) {
+                invocation.out.writeRESPError(CommandError.clusterDown.message)
+            } else {
                 let m = cluster.ring.members[owner]
                 invocation.out.writeRESPError("MOVED \(slot) \(m.host):\(m.port)")
-                return true
             }
-        }
-        // Proxy: group the key positions by owner.
-        let positions = Self.keyPositions(spec, invocation.args)
-        var owners: [Int] = []
-        var groups: [Int: [Int]] = [:]
-        for p in positions {
-            let owner = cluster.ownerIndex(ofSlot: invocation.args[p].withUnsafeReadableBytes { HashSlot.slot(forKeyBytes: $0) })
-            if groups[owner] == nil { owners.append(owner) }
-            groups[owner, default: []].append(p)
-        }
-        if let down = owners.first(where: { !cluster.isHealthy($0) }) {
-            _ = down
-            invocation.out.writeRESPError("CLUSTERDOWN The cluster is down")
             return true
         }
-        if owners == [cluster.myIndex] || owners.isEmpty { return false }
-        if owners.count == 1 {
-            invocation.forward = .whole(owner: owners[0])
+        if !otherOwner {
+            if owner == cluster.myIndex { return false }
+            if cluster.isHealthy(owner) {
+                invocation.forward = .whole(owner: owner)
+            } else {
+                invocation.out.writeRESPError(CommandError.clusterDown.message)
+            }
             return true
         }
         guard case .splittable(let merge) = spec.clusterRole else {
-            invocation.out.writeRESPError("CROSSSLOT Keys in request don't hash to the same slot")
+            invocation.out.writeRESPError(CommandError.crossSlot.message)
             return true
         }
-        invocation.forward = .split(parts: owners.map { ($0, groups[$0]!) }, merge: merge)
+        // Keys on several owners: split by owner, in order of first appearance.
+        var parts: [(owner: Int, positions: [Int])] = []
+        Self.forEachKeyPosition(spec, invocation.args) { p in
+            let o = cluster.ownerIndex(ofSlot: invocation.args[p].withUnsafeReadableBytes { HashSlot.slot(forKeyBytes: $0) })
+            if let i = parts.firstIndex(where: { $0.owner == o }) { parts[i].positions.append(p) } else { parts.append((o, [p])) }
+        }
+        if parts.contains(where: { !cluster.isHealthy($0.owner) }) {
+            invocation.out.writeRESPError(CommandError.clusterDown.message)
+            return true
+        }
+        invocation.forward = .split(parts: parts, merge: merge)
         return true
     }
 
-    /// The argument positions of a command's keys.
-    static func keyPositions(_ spec: CommandSpec, _ args: [ByteBuffer]) -> [Int] {
-        if case .scriptKeys = spec.clusterRole {
-            guard args.count >= 3, let n = Int(String(buffer: args[2])), n > 0, n <= args.count - 3 else { return [] }
-            return Array(3..<(3 + n))
-        }
-        guard spec.firstKey > 0 else { return [] }
-        let last = spec.lastKey < 0 ? args.count + spec.lastKey : min(spec.lastKey, args.count - 1)
-        return Array(stride(from: spec.firstKey, through: last, by: max(1, spec.keyStep)))
-    }
-
-    /// Where the keys of a command live: nil when it names no key (it runs here); otherwise the
-    /// one slot of all its keys, or `crossSlot` when they hash to different slots.
-    enum KeyRoute { case slot(Int), crossSlot }
-
-    static func keyRoute(_ spec: CommandSpec, _ args: [ByteBuffer]) -> KeyRoute? {
-        var first: Int?
-        func visit(_ key: ByteBuffer) -> Bool {
-            let slot = key.withUnsafeReadableBytes { HashSlot.slot(forKeyBytes: $0) }
-            if let f = first { return f == slot }
-            first = slot
-            return true
-        }
+    /// Calls `body` with the argument position of each key of the command, in order.
+    @inline(__always)
+    static func forEachKeyPosition(_ spec: CommandSpec, _ args: [ByteBuffer], _ body: (Int) -> Void) {
         if case .scriptKeys = spec.clusterRole {
             // EVAL script numkeys key… arg…
-            guard args.count >= 3, let n = Int(String(buffer: args[2])), n > 0, n <= args.count - 3 else { return nil }
-            for i in 3..<(3 + n) where !visit(args[i]) { return .crossSlot }
-        } else if spec.firstKey > 0 {
-            let last = spec.lastKey < 0 ? args.count + spec.lastKey : min(spec.lastKey, args.count - 1)
-            var i = spec.firstKey
-            while i <= last {
-                if !visit(args[i]) { return .crossSlot }
-                i += max(1, spec.keyStep)
-            }
+            guard args.count >= 3, let n = Int(String(buffer: args[2])), n > 0, n <= args.count - 3 else { return }
+            for p in 3..<(3 + n) { body(p) }
+            return
         }
-        return first.map { .slot($0) }
+        guard spec.firstKey > 0 else { return }
+        let last = spec.lastKey < 0 ? args.count + spec.lastKey : min(spec.lastKey, args.count - 1)
+        var p = spec.firstKey
+        while p <= last {
+            body(p)
+            p += max(1, spec.keyStep)
+        }
     }
 }

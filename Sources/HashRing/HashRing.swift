@@ -10,41 +10,30 @@ public enum HashSlot {
 
     /// CRC16 as Redis Cluster computes it: the XMODEM variant (polynomial 0x1021, initial value 0, no reflection).
     public static func crc16<Bytes: Collection>(_ bytes: Bytes) -> UInt16 where Bytes.Element == UInt8 {
-        var crc: UInt16 = 0
-        for byte in bytes {
-            crc = (crc << 8) ^ crcTable[Int((crc >> 8) ^ UInt16(byte)) & 0xFF]
+        crcTable.withUnsafeBufferPointer { table in
+            var crc: UInt16 = 0
+            for byte in bytes {
+                crc = (crc << 8) ^ table[Int((crc >> 8) ^ UInt16(byte)) & 0xFF]
+            }
+            return crc
         }
-        return crc
     }
 
     /// The slot of a key: only the part between the first `{` and the next `}` is hashed when that
     /// part is not empty (Redis Cluster's hash-tag rule), else the whole key.
     public static func slot<Bytes: Collection>(forKey key: Bytes) -> Int where Bytes.Element == UInt8 {
-        if let open = key.firstIndex(of: UInt8(ascii: "{")) {
-            let afterOpen = key.index(after: open)
-            if let close = key[afterOpen...].firstIndex(of: UInt8(ascii: "}")), close != afterOpen {
-                return Int(crc16(key[afterOpen..<close]) & 0x3FFF)
-            }
-        }
-        return Int(crc16(key) & 0x3FFF)
+        if let s = key.withContiguousStorageIfAvailable({ slot(forKeyBytes: UnsafeRawBufferPointer($0)) }) { return s }
+        return Array(key).withUnsafeBytes { slot(forKeyBytes: $0) }
     }
 
     /// The slot of a key given as raw bytes (non-generic: the fast path for servers).
     public static func slot(forKeyBytes key: UnsafeRawBufferPointer) -> Int {
-        var start = 0, end = key.count
-        if let open = key.firstIndex(of: UInt8(ascii: "{")) {
-            if let close = key[(open + 1)...].firstIndex(of: UInt8(ascii: "}")), close != open + 1 {
-                start = open + 1
-                end = close
-            }
+        var hashed = key[...]
+        if let open = key.firstIndex(of: UInt8(ascii: "{")),
+           let close = key[(open + 1)...].firstIndex(of: UInt8(ascii: "}")), close != open + 1 {
+            hashed = key[(open + 1)..<close]
         }
-        var crc: UInt16 = 0
-        crcTable.withUnsafeBufferPointer { table in
-            for i in start..<end {
-                crc = (crc << 8) ^ table[Int((crc >> 8) ^ UInt16(key[i])) & 0xFF]
-            }
-        }
-        return Int(crc & 0x3FFF)
+        return Int(crc16(hashed) & 0x3FFF)
     }
 
     /// The slot of a key given as text (its UTF-8 bytes).

@@ -164,7 +164,7 @@ public final class StrongboxConnection: Sendable {
     /// - Parameter timeout: how long to wait for the replies (the configured command timeout when nil).
     public func pipeline(_ commands: [Command<RESPValue>], timeout: Duration? = nil) async -> [Result<RESPValue, StrongboxError>] {
         let promises = commands.map { _ in channel.eventLoop.makePromise(of: RESPValue.self) }
-        let limit = timeout.map { TimeAmount.nanoseconds(max(1, $0.nanoseconds)) } ?? commandTimeout
+        let limit = limit(timeout)
         let batch = zip(commands, promises).map { ClientHandler.Request(arguments: $0.arguments, promise: $1, timeout: limit) }
         write(batch)
         var results: [Result<RESPValue, StrongboxError>] = []
@@ -194,27 +194,24 @@ public final class StrongboxConnection: Sendable {
     /// submits many (a whole pipeline) pays for one write.
     public func submit(_ arguments: [ByteBuffer], timeout: Duration? = nil, flush: Bool = true) -> EventLoopFuture<RESPValue> {
         let promise = channel.eventLoop.makePromise(of: RESPValue.self)
-        let limit = timeout.map { TimeAmount.nanoseconds(max(1, $0.nanoseconds)) } ?? commandTimeout
-        write([.init(arguments: arguments, promise: promise, timeout: limit)], flush: flush)
+        write([.init(arguments: arguments, promise: promise, timeout: limit(timeout))], flush: flush)
         return promise.futureResult
     }
 
-    /// Like `submit`, but the reply comes as the exact bytes the server sent (for relaying it).
-    public func submitRaw(_ arguments: [ByteBuffer], timeout: Duration? = nil, flush: Bool = true) -> EventLoopFuture<ByteBuffer> {
-        let promise = channel.eventLoop.makePromise(of: ByteBuffer.self)
-        let limit = timeout.map { TimeAmount.nanoseconds(max(1, $0.nanoseconds)) } ?? commandTimeout
-        write([.init(arguments: arguments, raw: promise, timeout: limit)], flush: flush)
-        return promise.futureResult
-    }
-
-    /// Like `submitRaw`, but the reply (or the failure) is handed to `sink` on this connection's
-    /// loop with `tag`, exactly once — for servers relaying many replies without a future each.
+    /// Sends one request without waiting; the reply, as the exact bytes the server sent (or the
+    /// failure), is handed to `sink` on this connection's loop with `tag`, exactly once — for
+    /// servers relaying many replies without a future each.
     public func submitRaw(_ arguments: [ByteBuffer], sink: NIOLoopBound<any ReplySink>, tag: Int, flush: Bool = true) {
         write([.init(arguments: arguments, sink: sink, tag: tag, timeout: commandTimeout)], flush: flush)
     }
 
     /// Writes out requests submitted with `flush: false`.
     public func flush() { channel.flush() }
+
+    /// A per-call timeout, or the configured one.
+    private func limit(_ timeout: Duration?) -> TimeAmount? {
+        timeout.map { TimeAmount.nanoseconds(max(1, $0.nanoseconds)) } ?? commandTimeout
+    }
 
     /// One request, its reply as it came (error replies included).
     func roundTrip(_ arguments: [ByteBuffer]) async throws(StrongboxError) -> RESPValue {
@@ -271,12 +268,6 @@ final class ClientHandler: ChannelDuplexHandler {
             self.timeout = timeout
         }
 
-        init(arguments: [ByteBuffer], raw: EventLoopPromise<ByteBuffer>, timeout: TimeAmount?) {
-            self.arguments = arguments
-            self.reply = .raw(raw)
-            self.timeout = timeout
-        }
-
         init(arguments: [ByteBuffer], sink: NIOLoopBound<any ReplySink>, tag: Int, timeout: TimeAmount?) {
             self.arguments = arguments
             self.reply = .sink(sink, tag)
@@ -287,21 +278,18 @@ final class ClientHandler: ChannelDuplexHandler {
     /// A request wants its reply decoded, or as the exact bytes the server sent.
     enum ReplyPromise: Sendable {
         case value(EventLoopPromise<RESPValue>)
-        case raw(EventLoopPromise<ByteBuffer>)
         /// The reply's bytes go straight to an object on the connection's loop (no promise, no closure).
         case sink(NIOLoopBound<any ReplySink>, Int)
 
         func fail(_ error: any Error) {
             switch self {
             case .value(let p): p.fail(error)
-            case .raw(let p): p.fail(error)
             case .sink(let s, let tag):
                 let e = error as? StrongboxError ?? StrongboxError(code: .connectionClosed, message: "\(error)")
                 s.value.replyArrived(tag: tag, .failure(e))
             }
         }
 
-        var isRaw: Bool { if case .value = self { return false } else { return true } }
     }
 
     /// One write's worth of requests.
@@ -401,7 +389,7 @@ final class ClientHandler: ChannelDuplexHandler {
             inbound!.writeBuffer(&b)
         }
         while true {
-            if let head = pending.first, head.promise.isRaw,
+            if case .sink(let sink, let tag)? = pending.first?.promise,
                !(protocolVersion == .v3 && inbound!.readableBytesView.first == UInt8(ascii: ">")) {
                 // Relayed byte for byte: find where the reply ends, hand over that slice.
                 let length: Int?
@@ -413,17 +401,12 @@ final class ClientHandler: ChannelDuplexHandler {
                 }
                 guard let length else { break }
                 let bytes = inbound!.readSlice(length: length)!
-                let first = pending.removeFirst()
-                first.timer?.cancel()
+                pending.removeFirst().timer?.cancel()
                 if expiredPrefix > 0 {
                     // Already failed by its timeout: the late reply is dropped.
                     expiredPrefix -= 1
-                    if case .sink = first.promise { continue }
-                }
-                switch first.promise {
-                case .raw(let promise): promise.succeed(bytes)
-                case .sink(let s, let tag): s.value.replyArrived(tag: tag, .success(bytes))
-                case .value: break
+                } else {
+                    sink.value.replyArrived(tag: tag, .success(bytes))
                 }
                 continue
             }
@@ -439,23 +422,14 @@ final class ClientHandler: ChannelDuplexHandler {
                 pushHandler?(value)
                 continue
             }
-            guard let first = pending.popFirst() else {
+            // (A relayed request at the head took the branch above: here the head wants a value.)
+            guard let first = pending.popFirst(), case .value(let promise) = first.promise else {
                 fail(context: context, StrongboxError(code: .protocolError, message: "a reply nobody asked for: \(value)", node: node))
                 return
             }
             first.timer?.cancel()
             if expiredPrefix > 0 { expiredPrefix -= 1 }
-            switch first.promise {
-            case .value(let promise): promise.succeed(value)
-            case .raw(let promise):
-                var bytes = ByteBuffer()
-                bytes.writeRESP(value, version: protocolVersion)
-                promise.succeed(bytes)
-            case .sink(let s, let tag):
-                var bytes = ByteBuffer()
-                bytes.writeRESP(value, version: protocolVersion)
-                s.value.replyArrived(tag: tag, .success(bytes))
-            }
+            promise.succeed(value)
         }
         if inbound!.readableBytes == 0 { inbound!.clear() } else { inbound!.discardReadBytes() }
     }

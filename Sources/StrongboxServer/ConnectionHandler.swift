@@ -271,16 +271,30 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
         guard let context = contextRef, tag >= queueHead, tag - queueHead < replyQueue.count,
               replyQueue[replyQueue.index(replyQueue.startIndex, offsetBy: tag - queueHead)] == nil else { return }
         switch result {
-        case .success(let bytes): completeForward(tag, bytes: bytes, context: context)
+        case .success(let bytes): fill(tag, bytes, context: context)
         case .failure(let error): completeForward(tag, .failure(error), version: .v2, context: context)
         }
     }
 
-    /// A relayed reply: its bytes as they came.
-    private func completeForward(_ slot: Int, bytes: ByteBuffer, context: ChannelHandlerContext) {
-        var bytes = bytes
+    /// A forwarded command's reply as a value (decoded, merged, or why the peer gave none),
+    /// encoded in the client's protocol.
+    private func completeForward(_ slot: Int, _ result: Result<RESPValue, any Error>, version: RESPVersion, context: ChannelHandlerContext) {
+        let value: RESPValue
+        switch result {
+        case .success(let v): value = v
+        case .failure(let error): value = peers?.errorReply(error) ?? .error("TRYAGAIN \(error)")
+        }
+        var bytes = context.channel.allocator.buffer(capacity: 64)
+        bytes.writeRESP(value, version: version)
+        fill(slot, bytes, context: context)
+    }
+
+    /// Puts reply `bytes` in queue slot `slot` — straight into the output when it is the head —
+    /// and sends on whatever is ready behind it.
+    private func fill(_ slot: Int, _ bytes: ByteBuffer, context: ChannelHandlerContext) {
         let atHead = slot == queueHead
         if atHead {
+            var bytes = bytes
             invocationState.pointee.out.writeBuffer(&bytes)
             replyQueue.removeFirst()
             queueHead += 1
@@ -288,25 +302,6 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
             replyQueue[replyQueue.index(replyQueue.startIndex, offsetBy: slot - queueHead)] = bytes
         }
         drainReplies(context: context, moved: atHead)
-    }
-
-    private func completeForward(_ slot: Int, _ result: Result<RESPValue, any Error>, version: RESPVersion, context: ChannelHandlerContext) {
-        let value: RESPValue
-        switch result {
-        case .success(let v): value = v
-        case .failure(let error): value = peers?.errorReply(error) ?? .error("TRYAGAIN \(error)")
-        }
-        if slot == queueHead {
-            // At the head: straight into the output, then whatever was waiting behind it.
-            invocationState.pointee.out.writeRESP(value, version: version)
-            replyQueue.removeFirst()
-            queueHead += 1
-        } else {
-            var bytes = context.channel.allocator.buffer(capacity: 64)
-            bytes.writeRESP(value, version: version)
-            replyQueue[replyQueue.index(replyQueue.startIndex, offsetBy: slot - queueHead)] = bytes
-        }
-        drainReplies(context: context, moved: slot == queueHead - 1)
     }
 
     /// Runs a command (or this node's part of one) here, bypassing cluster routing; its reply as a value.
@@ -398,8 +393,7 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
         guard context.channel.isActive, !closing else { return }
         var reply = reply
         if let slot {
-            replyQueue[replyQueue.index(replyQueue.startIndex, offsetBy: slot - queueHead)] = reply
-            drainReplies(context: context)
+            fill(slot, reply, context: context)
         } else {
             invocationState.pointee.out.writeBuffer(&reply)
         }

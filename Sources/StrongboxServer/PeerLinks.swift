@@ -57,7 +57,7 @@ final class PeerLinks: Sendable {
     func errorReply(_ error: any Error) -> RESPValue {
         let e = error as? StrongboxError
         if let node = e?.node, let index = cluster.ring.members.firstIndex(where: { $0.address == node }), !cluster.isHealthy(index) {
-            return .error("CLUSTERDOWN The cluster is down")
+            return .error(CommandError.clusterDown.message)
         }
         return .error("TRYAGAIN Node \(e?.node ?? "?") did not answer (\(e?.message ?? "\(error)"))")
     }
@@ -164,7 +164,8 @@ final class LoopLinks: @unchecked Sendable {
         return connect(index).flatMap { $0.submit(arguments) }
     }
 
-    /// Like `relay`, but the reply goes straight to `sink` with `tag` (no future per command).
+    /// Sends `arguments` to member `index`; the peer's exact (RESP2) reply bytes go straight to
+    /// `sink` with `tag` (no future per command).
     func relay(_ arguments: [ByteBuffer], to index: Int, sink: NIOLoopBound<any ReplySink>, tag: Int) {
         if let c = ready(index) {
             c.submitRaw(arguments, sink: sink, tag: tag, flush: false)
@@ -178,12 +179,6 @@ final class LoopLinks: @unchecked Sendable {
                 sink.value.replyArrived(tag: tag, .failure(e))
             }
         }
-    }
-
-    /// Like `send`, the reply as the peer's exact (RESP2) bytes.
-    func relay(_ arguments: [ByteBuffer], to index: Int) -> EventLoopFuture<ByteBuffer> {
-        if let c = ready(index) { return c.submitRaw(arguments, flush: false) }
-        return connect(index).flatMap { $0.submitRaw(arguments) }
     }
 
     /// Flushes the links written to, once, after every channel ready in this turn of the loop has

@@ -130,7 +130,7 @@ final class Store: Sendable {
             let id = db.lastInsertedRowID
             try db.execute(sql: "UPDATE stock SET available = ?, reserved = reserved + ? WHERE product_id = ?",
                            arguments: [availableBefore - quantity, quantity, productID])
-            try db.execute(sql: "INSERT INTO purchase_event (purchase_id, event, at) VALUES (?, 'reserved', ?)", arguments: [id, Date().timeIntervalSince1970])
+            try Self.log(db, id, "reserved")
             return .reserved(purchaseID: id)
         }
     }
@@ -147,34 +147,43 @@ final class Store: Sendable {
     func recordPayment(_ purchaseID: Int64, cents: Int) async throws {
         try await pool.write { db in
             try db.execute(sql: "INSERT INTO payment (purchase_id, amount_cents, at) VALUES (?, ?, ?)", arguments: [purchaseID, cents, Date().timeIntervalSince1970])
-            try db.execute(sql: "INSERT INTO purchase_event (purchase_id, event, at) VALUES (?, 'payment_captured', ?)", arguments: [purchaseID, Date().timeIntervalSince1970])
+            try Self.log(db, purchaseID, "payment_captured")
         }
     }
 
-    /// Confirm: paid, and the reserved units become sold for good.
+    /// How a pending purchase ends: paid (the reserved units are sold for good) or cancelled
+    /// (compensation: they go back to available stock).
+    enum Settlement: String {
+        case paid, cancelled
+        var stockUpdate: String {
+            switch self {
+            case .paid: return "UPDATE stock SET reserved = reserved - ?, sold = sold + ? WHERE product_id = ?"
+            case .cancelled: return "UPDATE stock SET reserved = reserved - ?, available = available + ? WHERE product_id = ?"
+            }
+        }
+    }
+
     func confirm(_ purchaseID: Int64) async throws {
-        try await pool.write { db in try Self.confirm(db, purchaseID) }
+        try await pool.write { db in try Self.settle(db, purchaseID, .paid) }
     }
 
-    static func confirm(_ db: Database, _ purchaseID: Int64) throws {
-        guard let row = try Row.fetchOne(db, sql: "SELECT product_id, quantity FROM purchase WHERE id = ? AND status = 'pending'", arguments: [purchaseID]) else { return }
-        let product: Int = row["product_id"], quantity: Int = row["quantity"]
-        try db.execute(sql: "UPDATE purchase SET status = 'paid' WHERE id = ?", arguments: [purchaseID])
-        try db.execute(sql: "UPDATE stock SET reserved = reserved - ?, sold = sold + ? WHERE product_id = ?", arguments: [quantity, quantity, product])
-        try db.execute(sql: "INSERT INTO purchase_event (purchase_id, event, at) VALUES (?, 'paid', ?)", arguments: [purchaseID, Date().timeIntervalSince1970])
-    }
-
-    /// Cancel (compensate): the reservation goes back to available stock.
     func cancel(_ purchaseID: Int64) async throws {
-        try await pool.write { db in try Self.cancel(db, purchaseID) }
+        try await pool.write { db in try Self.settle(db, purchaseID, .cancelled) }
     }
 
-    static func cancel(_ db: Database, _ purchaseID: Int64) throws {
+    /// Ends a purchase that is still pending (one that is not is left as it is).
+    static func settle(_ db: Database, _ purchaseID: Int64, _ outcome: Settlement) throws {
         guard let row = try Row.fetchOne(db, sql: "SELECT product_id, quantity FROM purchase WHERE id = ? AND status = 'pending'", arguments: [purchaseID]) else { return }
         let product: Int = row["product_id"], quantity: Int = row["quantity"]
-        try db.execute(sql: "UPDATE purchase SET status = 'cancelled' WHERE id = ?", arguments: [purchaseID])
-        try db.execute(sql: "UPDATE stock SET reserved = reserved - ?, available = available + ? WHERE product_id = ?", arguments: [quantity, quantity, product])
-        try db.execute(sql: "INSERT INTO purchase_event (purchase_id, event, at) VALUES (?, 'cancelled', ?)", arguments: [purchaseID, Date().timeIntervalSince1970])
+        try db.execute(sql: "UPDATE purchase SET status = ? WHERE id = ?", arguments: [outcome.rawValue, purchaseID])
+        try db.execute(sql: outcome.stockUpdate, arguments: [quantity, quantity, product])
+        try log(db, purchaseID, outcome.rawValue)
+    }
+
+    /// Appends to the purchase's log (what `recover` reads).
+    static func log(_ db: Database, _ purchaseID: Int64, _ event: String) throws {
+        try db.execute(sql: "INSERT INTO purchase_event (purchase_id, event, at) VALUES (?, ?, ?)",
+                       arguments: [purchaseID, event, Date().timeIntervalSince1970])
     }
 
     /// `order-demo recover`: every pending purchase is completed when its log shows the payment was
@@ -186,12 +195,12 @@ final class Store: Sendable {
             for id in pending {
                 let captured = try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM purchase_event WHERE purchase_id = ? AND event = 'payment_captured')", arguments: [id]) ?? false
                 if captured {
-                    try Self.confirm(db, id)
-                    try db.execute(sql: "INSERT INTO purchase_event (purchase_id, event, at) VALUES (?, 'recovered_paid', ?)", arguments: [id, Date().timeIntervalSince1970])
+                    try Self.settle(db, id, .paid)
+                    try Self.log(db, id, "recovered_paid")
                     completed += 1
                 } else {
-                    try Self.cancel(db, id)
-                    try db.execute(sql: "INSERT INTO purchase_event (purchase_id, event, at) VALUES (?, 'recovered_cancelled', ?)", arguments: [id, Date().timeIntervalSince1970])
+                    try Self.settle(db, id, .cancelled)
+                    try Self.log(db, id, "recovered_cancelled")
                     cancelled += 1
                 }
             }

@@ -58,13 +58,12 @@ extension ClientIntegration {
             let redlock = Redlock(nodes: redlockNodes(nodes), configuration: configuration)
             let ttl = Duration.milliseconds(600)
             let nodeTimeout = ttl * configuration.nodeTimeoutFraction
-            var combination = 0
+            var granted = 0
             var slowest = Duration.zero
             for code in 0..<243 {
                 var states: [State] = []
                 var c = code
                 for _ in 0..<5 { states.append(State.allCases[c % 3]); c /= 3 }
-                combination += 1
                 let name = "subset:\(code)"
                 for (node, state) in zip(nodes, states) where state == .busy {
                     _ = try rawCall(node.port, "SET", name, "another-owner", "PX", "60000")
@@ -79,6 +78,7 @@ extension ClientIntegration {
 
                 switch result {
                 case .success(let lease):
+                    granted += 1
                     #expect(free >= 3, "granted with only \(free) free nodes: \(states)")
                     #expect(Set(lease.grantedBy.map(\.port)) == Set(zip(nodes, states).filter { $1 == .free }.map { $0.0.port }))
                     // A stopped node costs at most the per-node timeout (plus scheduling slack on a busy machine).
@@ -119,8 +119,9 @@ extension ClientIntegration {
                     #expect(try rawCall(node.port, "GET", name).text == "another-owner")
                 }
             }
-            #expect(combination == 243)
-            print("redlock subsets: 243 combinations; slowest grant \(slowest) with per-node timeout \(nodeTimeout)")
+            // Combinations with at least 3 of 5 nodes free: C(5,3)·2² + C(5,4)·2 + 1 = 51.
+            #expect(granted == 51)
+            print("redlock subsets: 243 combinations, \(granted) granted; slowest grant \(slowest) with per-node timeout \(nodeTimeout)")
         }
 
         @Test("a lock expires by its TTL; a stale owner's release and extend do nothing to the next owner")
