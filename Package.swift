@@ -110,9 +110,10 @@ let package = Package(
         ),
         .target(
             name: "Keyspace",
-            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["CMalloc", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
+        .systemLibrary(name: "CMalloc"),
         .systemLibrary(
             name: "CXXHash",
             providers: [.apt(["libxxhash-dev"])]

@@ -26,6 +26,10 @@ public final class CommandSpec: Sendable {
     public let subcommands: [CommandSpec]
     /// How a cluster in proxy mode treats the command (worked out once, from the name and flags).
     public let clusterRole: ClusterRole
+    /// Refused with `-OOM` when the memory limit cannot be met (Redis's `denyoom` flag).
+    public let denyOOM: Bool
+    /// May add data (writes and scripts): under a memory limit, eviction runs first.
+    public let makesRoomFirst: Bool
 
     public enum ClusterRole: Sendable {
         /// Keys at `firstKey…lastKey` (or none): runs where they live.
@@ -71,6 +75,12 @@ public final class CommandSpec: Sendable {
             clusterRole = .splittable(merge)
         } else {
             clusterRole = .keyed
+        }
+        denyOOM = flags.contains("denyoom")
+        if case .scriptKeys = clusterRole {
+            makesRoomFirst = true
+        } else {
+            makesRoomFirst = flags.contains("write")
         }
     }
 

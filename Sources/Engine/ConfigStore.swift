@@ -1,3 +1,4 @@
+import Keyspace
 import Synchronization
 
 /// The server's configuration parameters under redis.conf's names: one place that parses and
@@ -50,7 +51,10 @@ public final class ConfigStore: Sendable {
         Parameter(name: "save", kind: .string, mutable: true, defaultValue: ""),
         Parameter(name: "appendonly", kind: .yesNo, mutable: false, defaultValue: "no"),
         Parameter(name: "maxmemory", kind: .memory, mutable: true, defaultValue: "0"),
-        Parameter(name: "maxmemory-policy", kind: .oneOf(["noeviction"]), mutable: true, defaultValue: "noeviction"),
+        Parameter(name: "maxmemory-policy", kind: .oneOf(EvictionPolicy.allCases.map(\.name)), mutable: true, defaultValue: "noeviction"),
+        Parameter(name: "maxmemory-samples", kind: .integer(min: 1, max: 64), mutable: true, defaultValue: "5"),
+        // Strongbox's own: keys written by SET NX with a TTL (locks) are never evicted.
+        Parameter(name: "maxmemory-protect-locks", kind: .yesNo, mutable: true, defaultValue: "yes"),
         Parameter(name: "daemonize", kind: .yesNo, mutable: false, defaultValue: "no"),
         // Static cluster membership: the same list on every node (host:port[@node-id], comma-separated).
         Parameter(name: "cluster-peers", kind: .string, mutable: false, defaultValue: ""),
@@ -68,6 +72,21 @@ public final class ConfigStore: Sendable {
     public let protectedMode = Atomic<Bool>(true)
     public let passwordRequired = Atomic<Bool>(false)
     public let busyReplyThreshold = Atomic<Int64>(5000)
+    public let maxMemory = Atomic<Int>(0)
+    /// `EvictionPolicy.rawValue`.
+    public let maxMemoryPolicy = Atomic<Int>(EvictionPolicy.noeviction.rawValue)
+    public let maxMemorySamples = Atomic<Int>(5)
+    public let protectLocks = Atomic<Bool>(true)
+    private let observers = Mutex<[@Sendable (String, String) -> Void]>([])
+
+    public var evictionPolicy: EvictionPolicy {
+        EvictionPolicy(rawValue: maxMemoryPolicy.load(ordering: .relaxed)) ?? .noeviction
+    }
+
+    /// Calls `handler` with (name, canonical value) after every change of a parameter.
+    public func observe(_ handler: @escaping @Sendable (String, String) -> Void) {
+        observers.withLock { $0.append(handler) }
+    }
 
     /// Old names that mean the same parameter.
     static let aliases = ["lua-time-limit": "busy-reply-threshold"]
@@ -136,6 +155,7 @@ public final class ConfigStore: Sendable {
         let canonical = try Self.normalize(p.name, value)
         values.withLock { $0[p.name] = canonical }
         mirror(p.name, canonical)
+        for handler in observers.withLock({ $0 }) { handler(p.name, canonical) }
     }
 
     private func mirror(_ name: String, _ value: String) {
@@ -147,6 +167,10 @@ public final class ConfigStore: Sendable {
         case "protected-mode": protectedMode.store(value == "yes", ordering: .relaxed)
         case "requirepass": passwordRequired.store(!value.isEmpty, ordering: .relaxed)
         case "busy-reply-threshold": busyReplyThreshold.store(Int64(value) ?? 5000, ordering: .relaxed)
+        case "maxmemory": maxMemory.store(Int(value) ?? 0, ordering: .relaxed)
+        case "maxmemory-policy": maxMemoryPolicy.store((EvictionPolicy(name: value) ?? .noeviction).rawValue, ordering: .relaxed)
+        case "maxmemory-samples": maxMemorySamples.store(Int(value) ?? 5, ordering: .relaxed)
+        case "maxmemory-protect-locks": protectLocks.store(value == "yes", ordering: .relaxed)
         default: break
         }
     }

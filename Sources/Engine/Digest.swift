@@ -9,8 +9,12 @@ public enum Digest {
         UInt64(XXH3_64bits(bytes.baseAddress, bytes.count))
     }
 
-    public static func hex(_ value: StoredBytes) -> String {
+    public static func hex(_ value: ValueBytes) -> String {
         hex(value.withUnsafeBytes { xxh3($0) })
+    }
+
+    public static func hex(_ bytes: UnsafeRawBufferPointer) -> String {
+        hex(xxh3(bytes))
     }
 
     public static func hex(_ digest: UInt64) -> String {
@@ -19,7 +23,7 @@ public enum Digest {
     }
 
     /// Whether `value`'s digest equals the digest a client gave (hex, any case).
-    static func matches(_ value: StoredBytes, _ given: ByteBuffer) -> Bool {
+    static func matches(_ value: ValueBytes, _ given: ByteBuffer) -> Bool {
         guard given.readableBytes == 16, let parsed = UInt64(given.text, radix: 16) else { return false }
         return parsed == value.withUnsafeBytes { xxh3($0) }
     }

@@ -85,6 +85,26 @@ public final class Engine: Sendable {
         self.config = config
         self.scriptLog = scriptLog
         self.table = CommandTable(Commands.all)
+        keyspace.trackFrequency(config.evictionPolicy.usesLFU)
+        config.observe { [keyspace] name, value in
+            if name == "maxmemory-policy" { keyspace.trackFrequency(EvictionPolicy(name: value)?.usesLFU ?? false) }
+        }
+    }
+
+    public static let oomMessage = "OOM command not allowed when used memory > 'maxmemory'."
+
+    /// Under `maxmemory`, evicts by the configured policy until the keyspace fits.
+    /// - Returns: false when it cannot fit (`noeviction`, or nothing the policy may take).
+    @inline(__always)
+    func makeRoom() -> Bool {
+        let limit = config.maxMemory.load(ordering: .relaxed)
+        guard limit > 0 else { return true }
+        // used_memory = keyspace bytes + the process baseline; shards report their share in
+        // steps, so leave room for the steps not yet reported.
+        let slack = ServerCommands.baselineBytes + keyspace.reportingSlack
+        return keyspace.evict(toFit: max(0, limit - slack), policy: config.evictionPolicy,
+                              samples: config.maxMemorySamples.load(ordering: .relaxed),
+                              protectLocks: config.protectLocks.load(ordering: .relaxed))
     }
 
     /// Connects the engine to the server that hosts it (for `CLIENT`, `INFO`, `SHUTDOWN`).
@@ -131,6 +151,10 @@ public final class Engine: Sendable {
             }
         }
         guard let handler = spec.handler else { return }
+        if spec.makesRoomFirst && !makeRoom() && spec.denyOOM {
+            invocation.out.writeRESPError(Self.oomMessage)
+            return
+        }
         do {
             try handler(self, &invocation)
         } catch {

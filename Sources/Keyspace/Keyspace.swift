@@ -1,3 +1,4 @@
+import CMalloc
 import NIOCore
 import Synchronization
 #if canImport(Glibc)
@@ -8,12 +9,12 @@ import Musl
 import Darwin
 #endif
 
-/// A key: its bytes and a fixed 64-bit hash of them, computed once per command.
+/// A key as a command names it: its bytes and a fixed 64-bit hash of them, computed once per command.
 ///
-/// The hash picks the shard and is the dictionary's hash, and equality checks it first. Keys of
-/// up to 24 bytes live inline, in the dictionary's own key array, so finding one touches no other
-/// memory; a longer request key is looked up as a view into the request (no copy) and copied
-/// into one allocation of its own only when stored.
+/// The hash picks the shard and the table slot, and a slot's stored hash is compared before any
+/// key bytes. Keys of up to 24 bytes are copied inline (no reference to the request buffer);
+/// a longer one is a view into the request. The keyspace keeps its own copy inside the
+/// key's record (`Record`), never this value.
 public struct Key: Hashable, Sendable {
     @usableFromInline
     enum Storage: Sendable {
@@ -30,12 +31,6 @@ public struct Key: Hashable, Sendable {
         storage = bytes.readableBytes <= StoredBytes.inlineCapacity ? .stored(StoredBytes(bytes)) : .probe(bytes)
     }
 
-    @inline(__always)
-    init(stored: StoredBytes, hash: UInt64) {
-        self.storage = .stored(stored)
-        self.hash = hash
-    }
-
     /// Length in bytes.
     @inlinable
     public var count: Int {
@@ -43,12 +38,6 @@ public struct Key: Hashable, Sendable {
         case .stored(let s): return s.count
         case .probe(let b): return b.readableBytes
         }
-    }
-
-    /// Whether the key owns its bytes (true for every key the keyspace keeps).
-    public var ownsItsBytes: Bool {
-        if case .stored = storage { return true }
-        return false
     }
 
     @inlinable
@@ -85,13 +74,6 @@ public struct Key: Hashable, Sendable {
         Int(truncatingIfNeeded: KeyHash.mix(hash ^ UInt64(UInt(bitPattern: seed))))
     }
 
-    /// The same key owning its bytes, for keeping in the keyspace.
-    func compacted() -> Key {
-        switch storage {
-        case .stored: return self
-        case .probe(let b): return Key(stored: StoredBytes(b), hash: hash)
-        }
-    }
 }
 
 /// A fast fixed 64-bit hash of bytes (in-process use: shard choice and dictionary hashing).
@@ -131,184 +113,6 @@ public enum KeyHash {
     }
 }
 
-/// One stored key's value and metadata.
-public struct Entry: Sendable {
-    /// The string value, in storage of its own (never a view into a network buffer).
-    public var value: StoredBytes
-    /// Expiry deadline on the keyspace clock, or 0 when the key does not expire.
-    public var deadline: Int64
-    /// Position of the key in its shard's `expiring` list, or -1.
-    fileprivate var expiryIndex: Int32
-
-    public var hasDeadline: Bool { deadline != 0 }
-}
-
-/// Bytes an entry costs beyond its key and value bytes: dictionary slot, the two buffer
-/// headers and their storage objects. Used by memory accounting.
-public let entryOverheadBytes = 112
-
-/// The keys and entries of one shard. Only ever touched with the shard's lock held.
-public struct ShardState {
-    public fileprivate(set) var table: [Key: Entry] = [:]
-    /// Keys that carry a deadline, for the active expiry sweep to sample at random.
-    fileprivate var expiring: [Key] = []
-    /// Bytes the shard's keys and values hold (see `entryOverheadBytes`).
-    public fileprivate(set) var usedBytes: Int = 0
-    public var hits: Int = 0
-    public var misses: Int = 0
-    public fileprivate(set) var expiredKeys: Int = 0
-
-    public var count: Int { table.count }
-    public var expiringCount: Int { expiring.count }
-
-    @inline(__always)
-    static func cost(_ key: Key, _ value: StoredBytes) -> Int {
-        key.count + value.count + entryOverheadBytes
-    }
-
-    /// The live entry for `key`, removing it first if its deadline has passed (lazy expiry).
-    @inlinable
-    public mutating func entry(_ key: Key, now: Int64) -> Entry? {
-        guard let entry = table[key] else { return nil }
-        if entry.deadline != 0 && now > entry.deadline {
-            expire(key)
-            return nil
-        }
-        return entry
-    }
-
-    /// Whether `key` exists and is live, counting a hit or a miss.
-    @inlinable
-    public mutating func lookupForRead(_ key: Key, now: Int64) -> Entry? {
-        if let e = entry(key, now: now) {
-            hits &+= 1
-            return e
-        }
-        misses &+= 1
-        return nil
-    }
-
-    @usableFromInline
-    mutating func expire(_ key: Key) {
-        _ = remove(key)
-        expiredKeys &+= 1
-    }
-
-    /// Stores `value` under `key`. The deadline is `deadline` (0 for none), or the existing one when `keepTTL`.
-    public mutating func set(_ key: Key, value: ByteBuffer, deadline: Int64, keepTTL: Bool = false) {
-        set(key, value: StoredBytes(value), deadline: deadline, keepTTL: keepTTL)
-    }
-
-    /// Stores `stored` under `key`. The deadline is `deadline` (0 for none), or the existing one when `keepTTL`.
-    public mutating func set(_ key: Key, value stored: StoredBytes, deadline: Int64, keepTTL: Bool = false) {
-        if let index = table.index(forKey: key) {
-            let oldDeadline = table.values[index].deadline
-            usedBytes += stored.count - table.values[index].value.count
-            table.values[index].value = stored
-            let newDeadline = keepTTL ? oldDeadline : deadline
-            if newDeadline != oldDeadline { setDeadline(at: index, newDeadline) }
-            return
-        }
-        let ownKey = key.compacted()
-        usedBytes += Self.cost(ownKey, stored)
-        var entry = Entry(value: stored, deadline: deadline, expiryIndex: -1)
-        if deadline != 0 {
-            entry.expiryIndex = Int32(expiring.count)
-            expiring.append(ownKey)
-        }
-        table[ownKey] = entry
-    }
-
-    /// Replaces the value of an existing live key, keeping its deadline.
-    public mutating func replaceValue(_ key: Key, with value: ByteBuffer) {
-        replaceValue(key, with: StoredBytes(value))
-    }
-
-    /// Replaces the value of an existing live key, keeping its deadline.
-    public mutating func replaceValue(_ key: Key, with value: StoredBytes) {
-        guard let index = table.index(forKey: key) else { return }
-        usedBytes += value.count - table.values[index].value.count
-        table.values[index].value = value
-    }
-
-    /// Removes `key`. - Returns: the entry it held, or nil.
-    @discardableResult
-    public mutating func remove(_ key: Key) -> Entry? {
-        guard let (storedKey, entry) = table.removeValue(forKeyReturningKey: key) else { return nil }
-        if entry.expiryIndex >= 0 { removeFromExpiring(at: Int(entry.expiryIndex)) }
-        usedBytes -= Self.cost(storedKey, entry.value)
-        return entry
-    }
-
-    /// Sets or clears (0) the deadline of an existing key.
-    public mutating func setDeadline(_ key: Key, _ deadline: Int64) {
-        guard let index = table.index(forKey: key) else { return }
-        setDeadline(at: index, deadline)
-    }
-
-    private mutating func setDeadline(at index: Dictionary<Key, Entry>.Index, _ deadline: Int64) {
-        let storedKey = table.keys[index]
-        var entry = table.values[index]
-        if deadline == 0 {
-            if entry.expiryIndex >= 0 {
-                removeFromExpiring(at: Int(entry.expiryIndex))
-                entry = table.values[index]
-                entry.expiryIndex = -1
-            }
-        } else if entry.expiryIndex < 0 {
-            entry.expiryIndex = Int32(expiring.count)
-            expiring.append(storedKey)
-        }
-        entry.deadline = deadline
-        table.values[index] = entry
-    }
-
-    private mutating func removeFromExpiring(at position: Int) {
-        let last = expiring.count - 1
-        if position != last {
-            let moved = expiring[last]
-            expiring[position] = moved
-            table[moved]?.expiryIndex = Int32(position)
-        }
-        expiring.removeLast()
-    }
-
-    /// Removes every key.
-    public mutating func removeAll() {
-        table = [:]
-        expiring = []
-        usedBytes = 0
-    }
-
-    /// Samples up to `samples` keys with a deadline and removes those that have passed.
-    /// - Returns: (sampled, expired).
-    public mutating func sampleExpired(now: Int64, samples: Int) -> (sampled: Int, expired: Int) {
-        var sampled = 0, expired = 0
-        while sampled < samples && !expiring.isEmpty {
-            sampled += 1
-            let key = expiring[Int.random(in: 0..<expiring.count)]
-            if let entry = table[key], now > entry.deadline {
-                expire(key)
-                expired += 1
-            }
-        }
-        return (sampled, expired)
-    }
-
-    /// A random live key, or nil.
-    public mutating func randomKey(now: Int64) -> ByteBuffer? {
-        for _ in 0..<100 {
-            guard let (key, entry) = table.randomElement() else { return nil }
-            if entry.deadline != 0 && now > entry.deadline {
-                expire(key)
-                continue
-            }
-            return key.buffer
-        }
-        return nil
-    }
-}
-
 /// An identifier of the calling thread (nonzero).
 @inline(__always)
 func currentThreadID() -> UInt {
@@ -318,16 +122,6 @@ func currentThreadID() -> UInt {
     return UInt(pthread_self())
     #endif
 }
-
-extension Dictionary {
-    /// Removes `key` and returns the stored key with its value (the stored key is the one to account for).
-    fileprivate mutating func removeValue(forKeyReturningKey key: Key) -> (Key, Value)? {
-        guard let index = index(forKey: key) else { return nil }
-        let removed = remove(at: index)
-        return (removed.key, removed.value)
-    }
-}
-
 
 /// The data of the server: striped shards, each a dictionary behind its own lock.
 ///
@@ -358,21 +152,41 @@ public final class Keyspace: @unchecked Sendable {
         return owner != 0 && owner == currentThreadID()
     }
 
+    /// Bytes held by all shards, as they last reported (each within `ShardState.reportStep`).
+    private let used: UnsafeMutablePointer<Atomic<Int>>
+    private let evictionStart = Atomic<Int>(0)
+
     public init(shardCount: Int = 32, clock: any KeyspaceClock = SystemClock()) {
         self.shardCount = max(1, shardCount)
         self.clock = clock
+        used = .allocate(capacity: 1)
+        used.initialize(to: Atomic(0))
         slots = .allocate(capacity: self.shardCount)
         slots.initialize(repeating: Slot(), count: self.shardCount)
         for i in 0..<self.shardCount {
             pthread_mutex_init(&slots[i].mutex, nil)
+            slots[i].state.total = used
+            slots[i].state.randomState = UInt64(i + 1) &* 0x2545_f491_4f6c_dd1d ^ UInt64.random(in: 0...UInt64.max)
         }
     }
 
     deinit {
-        for i in 0..<shardCount { pthread_mutex_destroy(&slots[i].mutex) }
+        for i in 0..<shardCount {
+            slots[i].state.removeAll()
+            pthread_mutex_destroy(&slots[i].mutex)
+        }
         slots.deinitialize(count: shardCount)
         slots.deallocate()
+        used.deinitialize(count: 1)
+        used.deallocate()
     }
+
+    /// Bytes the keyspace holds, read without locking (each shard's share may lag by up to
+    /// `ShardState.reportStep`).
+    public var usedBytesEstimate: Int { used.pointee.load(ordering: .relaxed) }
+
+    /// How far `usedBytesEstimate` may trail the exact total.
+    public var reportingSlack: Int { shardCount * ShardState.reportStep }
 
     /// The shard that holds `key`.
     @inline(__always)
@@ -467,7 +281,8 @@ public final class Keyspace: @unchecked Sendable {
     }
 
     public struct Totals: Sendable {
-        public var keys = 0, expires = 0, usedBytes = 0, hits = 0, misses = 0, expiredKeys = 0
+        public var keys = 0, expires = 0, locks = 0, usedBytes = 0, hits = 0, misses = 0, expiredKeys = 0
+        public var evictedKeys = 0, evictedLocksSkipped = 0
     }
 
     /// Counters summed over all shards, for `INFO` and `DBSIZE`.
@@ -477,7 +292,10 @@ public final class Keyspace: @unchecked Sendable {
             withShard(i) { s in
                 t.keys += s.count
                 t.expires += s.expiringCount
+                t.locks += s.lockCount
                 t.usedBytes += s.usedBytes
+                t.evictedKeys += s.evictedKeys
+                t.evictedLocksSkipped += s.evictedLocksSkipped
                 t.hits += s.hits
                 t.misses += s.misses
                 t.expiredKeys += s.expiredKeys
@@ -492,15 +310,18 @@ public final class Keyspace: @unchecked Sendable {
             withShard(i) { s in
                 s.hits = 0
                 s.misses = 0
-                s.expiredKeys = 0
+                s.resetExpiredCount()
+                s.evictedKeys = 0
+                s.evictedLocksSkipped = 0
             }
         }
     }
 
-    /// Removes every key atomically. - Returns: how many were removed.
+    /// Removes every key atomically and hands the freed memory back to the system.
+    /// - Returns: how many were removed.
     @discardableResult
     public func flush() -> Int {
-        withAllShards { set in
+        let removed = withAllShards { set in
             var removed = 0
             for i in 0..<shardCount {
                 set.withShard(i) { s in
@@ -510,34 +331,65 @@ public final class Keyspace: @unchecked Sendable {
             }
             return removed
         }
+        malloc_trim(0)
+        return removed
     }
 
-    /// One round of active expiry over all shards in the spirit of Redis's adaptive sampling:
-    /// sample 20 keys with a deadline per shard, and sample that shard again while more than a
-    /// quarter of the sample had expired, up to `maxRoundsPerShard`.
+    /// One round of active expiry over all shards in the spirit of Redis's adaptive cycle: walk
+    /// `slotsPerRound` table slots of each shard, and walk that shard again while more than a
+    /// quarter of the keys with a deadline seen had expired, up to `maxRoundsPerShard`.
     /// - Returns: how many keys were removed.
     @discardableResult
-    public func sweepExpired(samplesPerRound: Int = 20, maxRoundsPerShard: Int = 16) -> Int {
+    public func sweepExpired(slotsPerRound: Int = 512, maxRoundsPerShard: Int = 16) -> Int {
         var removed = 0
         for i in 0..<shardCount {
             var rounds = 0
             while rounds < maxRoundsPerShard {
                 rounds += 1
                 let now = clock.now()
-                let (sampled, expired) = withShard(i) { $0.sampleExpired(now: now, samples: samplesPerRound) }
+                let (seen, expired) = withShard(i) { $0.sweepExpired(now: now, budget: slotsPerRound) }
                 removed += expired
-                if sampled == 0 || expired * 4 <= sampled { break }
+                if seen == 0 || expired * 4 <= seen { break }
             }
         }
         return removed
     }
 
+    // MARK: Eviction
+
+    /// Switches every shard between recency (LRU) and frequency (LFU) tracking.
+    public func trackFrequency(_ on: Bool) {
+        for i in 0..<shardCount { withShard(i) { $0.tracksFrequency = on } }
+    }
+
+    /// Evicts keys by `policy` until the keyspace holds no more than `limit` bytes. Shards are
+    /// visited round-robin from a moving start, one key each, so the load spreads and the
+    /// sampling approximates sampling the whole keyspace.
+    /// - Returns: false when the limit cannot be met: the policy is `noeviction`, or no shard has
+    ///   a key the policy may take (with `protectLocks`, only locks left).
+    public func evict(toFit limit: Int, policy: EvictionPolicy, samples: Int, protectLocks: Bool) -> Bool {
+        guard usedBytesEstimate > limit else { return true }
+        guard policy != .noeviction else { return false }
+        var shard = evictionStart.wrappingAdd(1, ordering: .relaxed).oldValue % shardCount
+        var fruitless = 0
+        while usedBytesEstimate > limit {
+            let now = clock.now()
+            let removed = withShard(shard) { $0.evictOne(policy: policy, samples: samples, protectLocks: protectLocks, now: now) }
+            if removed {
+                fruitless = 0
+            } else {
+                fruitless += 1
+                if fruitless >= shardCount { return false }
+            }
+            shard = (shard + 1) % shardCount
+        }
+        return true
+    }
+
     /// Visits the live keys of shard `index` (for `KEYS` and `SCAN`).
     public func forEachKey(inShard index: Int, now: Int64, _ body: (ByteBuffer, Entry) -> Void) {
         withShard(index) { s in
-            for (key, entry) in s.table where entry.deadline == 0 || now <= entry.deadline {
-                body(key.buffer, entry)
-            }
+            s.forEach(now: now) { key, entry in body(ByteBuffer(bytes: key), entry) }
         }
     }
 

@@ -75,6 +75,18 @@ struct StrongboxCommand: AsyncParsableCommand {
     @Option(name: .customLong("busy-reply-threshold"), parsing: .unconditional, help: "Milliseconds a script may run before other clients get -BUSY (default 5000).")
     var busyReplyThreshold: String?
 
+    @Option(parsing: .unconditional, help: "Memory limit for the data, with redis's units (100mb, 2gb); 0 means none (default 0).")
+    var maxmemory: String?
+
+    @Option(name: .customLong("maxmemory-policy"), parsing: .unconditional, help: "What to do at the limit: noeviction (writes get -OOM), allkeys-lru, allkeys-lfu, allkeys-random, volatile-lru, volatile-lfu, volatile-random, volatile-ttl (default noeviction).")
+    var maxmemoryPolicy: String?
+
+    @Option(name: .customLong("maxmemory-samples"), parsing: .unconditional, help: "Keys sampled per eviction (default 5; more is closer to exact LRU/LFU/TTL and slower).")
+    var maxmemorySamples: String?
+
+    @Option(name: .customLong("maxmemory-protect-locks"), parsing: .unconditional, help: "yes|no: never evict a lock (a key written by SET NX with a TTL); when only locks are left, writes get -OOM (default yes).")
+    var maxmemoryProtectLocks: String?
+
     @Option(name: .customLong("cluster-peers"), parsing: .unconditional, help: "Every node of the cluster, this one included: host:port[@node-id],… (the same list on every node). Empty: no cluster.")
     var clusterPeers: String?
 
@@ -103,6 +115,10 @@ struct StrongboxCommand: AsyncParsableCommand {
         add("threads", threads)
         add("hz", hz)
         add("busy-reply-threshold", busyReplyThreshold)
+        add("maxmemory", maxmemory)
+        add("maxmemory-policy", maxmemoryPolicy)
+        add("maxmemory-samples", maxmemorySamples)
+        add("maxmemory-protect-locks", maxmemoryProtectLocks)
         add("cluster-peers", clusterPeers)
         add("cluster-mode", clusterMode)
         add("cluster-announce-ip", clusterAnnounceIp)
@@ -285,6 +301,8 @@ func normalizeArguments(_ args: [String]) -> [String] {
     return result
 }
 
+// Before any other thread exists: glibc fixes the number of arenas when a second thread first allocates.
+ProcessAllocator.useSingleArena()
 let arguments = normalizeArguments(Array(CommandLine.arguments.dropFirst()))
 do {
     let parsed = try StrongboxCommand.parseAsRoot(arguments)

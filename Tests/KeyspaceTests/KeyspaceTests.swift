@@ -12,8 +12,8 @@ struct KeyspaceTests {
         let clock = ManualClock(1_000)
         let ks = Keyspace(shardCount: 4, clock: clock)
         let k = Self.key("lock")
-        ks.withShard(for: k) { $0.set(k, value: Self.bytes("token"), deadline: 1_100) }
-        #expect(ks.withShard(for: k) { $0.entry(k, now: clock.now()) }?.value == StoredBytes(Self.bytes("token")))
+        ks.withShard(for: k) { $0.set(k, value: Self.bytes("token"), deadline: 1_100, now: 1_000) }
+        #expect(ks.withShard(for: k) { $0.entry(k, now: clock.now())?.value.stored } == StoredBytes(Self.bytes("token")))
         clock.set(1_100)
         // At the deadline the key still lives (Redis expires when now > deadline).
         #expect(ks.withShard(for: k) { $0.entry(k, now: clock.now()) } != nil)
@@ -34,7 +34,7 @@ struct KeyspaceTests {
         let ks = Keyspace(shardCount: 1, clock: clock)
         let lock = Self.key("lock")
         let start = clock.now()
-        ks.withShard(0) { $0.set(lock, value: Self.bytes("tok"), deadline: start + 30_000) }
+        ks.withShard(0) { $0.set(lock, value: Self.bytes("tok"), deadline: start + 30_000, now: start) }
         // The wall clock leaps an hour ahead, then two hours back; 10 s pass for real.
         t.wall += 3_600_000_000_000
         t.mono += 10_000_000_000
@@ -53,7 +53,7 @@ struct KeyspaceTests {
         let ks = Keyspace(shardCount: 8, clock: clock)
         for i in 0..<1000 {
             let k = Self.key("k\(i)")
-            ks.withShard(for: k) { $0.set(k, value: Self.bytes("v"), deadline: i < 900 ? 10 : 0) }
+            ks.withShard(for: k) { $0.set(k, value: Self.bytes("v"), deadline: i < 900 ? 10 : 0, now: 0) }
         }
         #expect(ks.totals().expires == 900)
         clock.set(11)
@@ -74,7 +74,7 @@ struct KeyspaceTests {
         let ks = Keyspace(shardCount: 2, clock: clock)
         for i in 0..<100 {
             let k = Self.key("k\(i)")
-            ks.withShard(for: k) { $0.set(k, value: Self.bytes("v"), deadline: 1_000) }
+            ks.withShard(for: k) { $0.set(k, value: Self.bytes("v"), deadline: 1_000, now: 0) }
         }
         for _ in 0..<10 { ks.sweepExpired() }
         #expect(ks.totals().keys == 100)
@@ -86,12 +86,12 @@ struct KeyspaceTests {
         let ks = Keyspace(shardCount: 1, clock: clock)
         let a = Self.key("a"), b = Self.key("b"), c = Self.key("c")
         ks.withShard(0) { s in
-            s.set(a, value: Self.bytes("1"), deadline: 5)
-            s.set(b, value: Self.bytes("2"), deadline: 6)
-            s.set(c, value: Self.bytes("3"), deadline: 7)
+            s.set(a, value: Self.bytes("1"), deadline: 5, now: 0)
+            s.set(b, value: Self.bytes("2"), deadline: 6, now: 0)
+            s.set(c, value: Self.bytes("3"), deadline: 7, now: 0)
             s.setDeadline(a, 0)          // PERSIST a
-            s.set(b, value: Self.bytes("x"), deadline: 0)  // SET without KEEPTTL clears it
-            s.set(c, value: Self.bytes("y"), deadline: 0, keepTTL: true)
+            s.set(b, value: Self.bytes("x"), deadline: 0, now: 0)  // SET without KEEPTTL clears it
+            s.set(c, value: Self.bytes("y"), deadline: 0, keepTTL: true, now: 0)
             s.remove(c)
         }
         let totals = ks.totals()
@@ -101,40 +101,77 @@ struct KeyspaceTests {
         #expect(ks.withShard(0) { $0.entry(a, now: 100) } != nil)
     }
 
-    @Test("memory accounting tracks keys and values and returns to zero")
+    @Test("memory accounting counts what malloc hands out, and returns to zero")
     func memoryAccounting() {
         let ks = Keyspace(shardCount: 4, clock: ManualClock())
         for i in 0..<100 {
             let k = Self.key("key:\(i)")
-            ks.withShard(for: k) { $0.set(k, value: ByteBuffer(repeating: 0, count: 64), deadline: 0) }
+            ks.withShard(for: k) { $0.set(k, value: ByteBuffer(repeating: 0, count: 64), deadline: 0, now: 0) }
         }
         let used = ks.totals().usedBytes
-        #expect(used >= 100 * (64 + 5))
-        #expect(used <= 100 * (64 + 6 + entryOverheadBytes))
+        // Each key is one record: 24-byte header + key + value, rounded up to malloc's chunk
+        // (at most 16 bytes more, plus its 8-byte header), and a 16-byte table slot per
+        // capacity slot (tables at most 3/4 full after growing, 8 slots at least).
+        #expect(used >= 100 * (24 + 5 + 64 + 8) + 100 * 16)
+        #expect(used <= 100 * (24 + 6 + 64 + 8 + 16) + 4 * 64 * 16)
+        #expect(abs(ks.usedBytesEstimate - used) <= ks.reportingSlack)
         ks.flush()
         #expect(ks.totals().usedBytes == 0)
+        #expect(ks.usedBytesEstimate == 0)
     }
 
-    @Test("stored keys and values do not keep the network buffer they came from alive")
+    @Test("a stored key and value are copies: a slice of a large request buffer costs only its own bytes")
     func compactStorage() {
         let ks = Keyspace(shardCount: 1, clock: ManualClock())
         let big = ByteBuffer(repeating: 7, count: 1 << 20)
-        let k = Key(big.getSlice(at: 0, length: 3)!)
+        let k = Key(big.getSlice(at: 100, length: 100)!)
         let v = big.getSlice(at: 10, length: 5)!
-        ks.withShard(0) { $0.set(k, value: v, deadline: 0) }
-        let stored = ks.withShard(0) { $0.entry(k, now: 0) }!
-        // Short values live inline in the entry; longer ones in storage of their own size.
-        #expect(stored.value == StoredBytes(v))
-        #expect(stored.value.count == 5)
-        let storedKey = ks.withShard(0) { $0.table.keys.first }
-        #expect(storedKey == k)
-        #expect(storedKey?.ownsItsBytes == true)
-        // A long key from a request is a view until stored; the stored one owns a copy.
-        let long = Key(big.getSlice(at: 100, length: 100)!)
-        #expect(!long.ownsItsBytes)
-        ks.withShard(0) { $0.set(long, value: v, deadline: 0) }
-        let storedLong = ks.withShard(0) { s in s.table.keys.first { $0 == long } }
-        #expect(storedLong?.ownsItsBytes == true)
+        ks.withShard(0) { $0.set(k, value: v, deadline: 0, now: 0) }
+        #expect(ks.withShard(0) { $0.entry(k, now: 0)?.value.stored } == StoredBytes(v))
+        #expect(ks.totals().usedBytes < 24 + 105 + 32 + 8 * 16)
+    }
+
+    @Test("the table agrees with a dictionary through random inserts, overwrites, deadlines and deletes")
+    func tableAgainstModel() {
+        let ks = Keyspace(shardCount: 2, clock: ManualClock())
+        var model: [String: (value: String, deadline: Int64, lock: Bool)] = [:]
+        var rng = SystemRandomNumberGenerator()
+        for step in 0..<40_000 {
+            let name = "k\(Int.random(in: 0..<3000, using: &rng))"
+            let k = Self.key(name)
+            switch Int.random(in: 0..<10, using: &rng) {
+            case 0..<4:
+                let value = String(repeating: "v", count: Int.random(in: 0..<40, using: &rng))
+                let deadline: Int64 = Bool.random() ? 0 : Int64(step + 1_000_000)
+                let lock = deadline != 0 && Bool.random()
+                ks.withShard(for: k) { $0.set(k, value: Self.bytes(value), deadline: deadline, lock: lock, now: 0) }
+                model[name] = (value, deadline, lock)
+            case 4..<7:
+                let removed = ks.withShard(for: k) { $0.remove(k) }
+                #expect(removed == (model.removeValue(forKey: name) != nil))
+            case 7:
+                ks.withShard(for: k) { $0.setDeadline(k, 0) }
+                if model[name] != nil { model[name]!.deadline = 0 }
+            default:
+                let got = ks.withShard(for: k) { s in s.entry(k, now: 0).map { ($0.value.buffer, $0.deadline, $0.isLock) } }
+                let want = model[name]
+                #expect(got?.0 == want.map { Self.bytes($0.value) })
+                #expect(got?.1 == want?.deadline)
+                #expect(got?.2 == want?.lock)
+            }
+        }
+        let t = ks.totals()
+        #expect(t.keys == model.count)
+        #expect(t.expires == model.values.filter { $0.deadline != 0 }.count)
+        #expect(t.locks == model.values.filter { $0.lock }.count)
+        var seen = 0
+        for shard in 0..<ks.shardCount {
+            ks.forEachKey(inShard: shard, now: 0) { key, entry in
+                seen += 1
+                #expect(model[String(buffer: key)].map { Self.bytes($0.value) } == entry.value.buffer)
+            }
+        }
+        #expect(seen == model.count)
     }
 
     @Test("stored bytes round-trip at and around the inline capacity", arguments: [0, 1, 23, 24, 25, 64, 100_000])
@@ -152,7 +189,7 @@ struct KeyspaceTests {
         let ks = Keyspace(shardCount: 16, clock: ManualClock())
         let keys = (0..<50).map { Self.key("m\($0)") }
         ks.withShards(for: keys + keys) { set in
-            for k in keys { set.withShard(for: k) { $0.set(k, value: k.buffer, deadline: 0) } }
+            for k in keys { set.withShard(for: k) { $0.set(k, value: k.buffer, deadline: 0, now: 0) } }
         }
         #expect(ks.count == 50)
     }

@@ -12,7 +12,7 @@ import Darwin
 extension ByteBuffer {
     /// `$<len>\r\n<bytes>\r\n` from a stored value.
     @inline(__always)
-    mutating func writeRESPBulk(_ value: StoredBytes) {
+    mutating func writeRESPBulk(_ value: ValueBytes) {
         value.withUnsafeBytes { writeRESPBulk(bytes: $0) }
     }
 
@@ -48,7 +48,7 @@ enum Arg {
         longDouble(Array(b.readableBytesView))
     }
 
-    static func longDouble(_ b: StoredBytes) -> Float80? {
+    static func longDouble(_ b: ValueBytes) -> Float80? {
         longDouble(b.withUnsafeBytes { Array($0) })
     }
 

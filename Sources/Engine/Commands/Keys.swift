@@ -55,8 +55,11 @@ enum KeyCommands {
             if source == target { return !nx }
             let targetExists = set.withShard(for: target) { $0.entry(target, now: now) != nil }
             if targetExists && nx { return false }
+            // The entry is a view of the source's record: copy it to the target before removing it.
+            entry.value.withUnsafeBytes { bytes in
+                set.withShard(for: target) { $0.set(target, bytes: bytes, deadline: entry.deadline, lock: entry.isLock, now: now) }
+            }
             _ = set.withShard(for: source) { $0.remove(source) }
-            set.withShard(for: target) { $0.set(target, value: entry.value, deadline: entry.deadline) }
             return true
         }
         if nx { inv.out.writeRESPInteger(result ? 1 : 0) } else { inv.out.writeRESPOK() }
@@ -236,5 +239,89 @@ public enum Glob {
             }
         }
         return pi == p.count && si == s.count
+    }
+}
+
+/// OBJECT ENCODING | FREQ | IDLETIME | REFCOUNT | HELP: what the keyspace knows about a key,
+/// looked up without counting as an access (as Redis's `objectCommand`).
+enum ObjectCommands {
+    static let policyNote = "Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust."
+
+    /// Looks `inv.args[2]` up and hands the entry to `body`, or replies null when it is missing.
+    private static func withEntry(_ engine: Engine, _ inv: inout Invocation,
+                                  _ body: (Entry, Int64) throws(CommandError) -> RESPReply) throws(CommandError) {
+        let key = Key(inv.args[2])
+        let now = inv.now
+        let reply: RESPReply? = try engine.keyspace.withShard(for: key) { (shard: inout ShardState) throws(CommandError) -> RESPReply? in
+            guard let entry = shard.peek(key, now: now) else { return nil }
+            return try body(entry, now)
+        }
+        switch reply {
+        case nil: inv.out.writeRESPNull(version: inv.version)
+        case .integer(let n): inv.out.writeRESPInteger(n)
+        case .bulk(let s): inv.out.writeRESPBulk(string: s)
+        }
+    }
+
+    enum RESPReply {
+        case integer(Int64)
+        case bulk(String)
+    }
+
+    /// The encoding Redis gives a string it has just stored: `int`, `embstr` (up to 44 bytes) or `raw`.
+    static func encoding(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
+        try withEntry(engine, &inv) { entry, _ in
+            let value = entry.value
+            if value.count <= 20, value.withUnsafeBytes({ RedisInteger.parse($0) }) != nil { return .bulk("int") }
+            return .bulk(value.count <= 44 ? "embstr" : "raw")
+        }
+    }
+
+    static func freq(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
+        let lfu = engine.config.evictionPolicy.usesLFU
+        try withEntry(engine, &inv) { (entry, now) throws(CommandError) in
+            guard lfu else { throw CommandError("ERR An LFU maxmemory policy is not selected, access frequency not tracked. \(policyNote)") }
+            return .integer(Int64(entry.frequency(now: now)))
+        }
+    }
+
+    static func idletime(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
+        let lfu = engine.config.evictionPolicy.usesLFU
+        try withEntry(engine, &inv) { (entry, now) throws(CommandError) in
+            guard !lfu else { throw CommandError("ERR An LFU maxmemory policy is selected, idle time not tracked. \(policyNote)") }
+            return .integer(entry.idleMilliseconds(now: now) / 1000)
+        }
+    }
+
+    /// Redis shares the integers 0…9999 between keys (refcount INT_MAX) unless a maxmemory
+    /// LRU/LFU policy needs per-key access data; every other value has one reference.
+    static func refcount(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
+        let policy = engine.config.evictionPolicy
+        let perKeyAccess = engine.config.maxMemory.load(ordering: .relaxed) > 0
+            && [.allkeysLRU, .allkeysLFU, .volatileLRU, .volatileLFU].contains(policy)
+        try withEntry(engine, &inv) { entry, _ in
+            let value = entry.value
+            if !perKeyAccess, value.count <= 20, let n = value.withUnsafeBytes({ RedisInteger.parse($0) }), n >= 0 && n < 10_000 {
+                return .integer(Int64(Int32.max))
+            }
+            return .integer(1)
+        }
+    }
+
+    static func help(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
+        Help.write(&inv, "OBJECT", [
+            "ENCODING <key>",
+            "    Return the kind of internal representation used in order to store the value",
+            "    associated with a <key>.",
+            "FREQ <key>",
+            "    Return the access frequency index of the <key>. The returned integer is",
+            "    proportional to the logarithm of the recent access frequency of the key.",
+            "IDLETIME <key>",
+            "    Return the idle time of the <key>, that is the approximated number of",
+            "    seconds elapsed since the last access to the key.",
+            "REFCOUNT <key>",
+            "    Return the number of references of the value associated with the specified",
+            "    <key>.",
+        ])
     }
 }

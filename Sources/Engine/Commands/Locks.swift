@@ -48,9 +48,9 @@ enum LockCommands {
     static func digest(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
         let now = inv.now
         let key = Key(inv.args[1])
-        let value = engine.keyspace.withShard(for: key) { $0.lookupForRead(key, now: now)?.value }
-        if let value {
-            inv.out.writeRESPBulk(string: Digest.hex(value))
+        let digest = engine.keyspace.withShard(for: key) { $0.lookupForRead(key, now: now).map { Digest.hex($0.value) } }
+        if let digest {
+            inv.out.writeRESPBulk(string: digest)
         } else {
             inv.out.writeRESPNull(version: inv.version)
         }
@@ -72,7 +72,7 @@ enum LockCommands {
         let result: Int64 = engine.keyspace.withShard(for: key) { shard in
             guard let entry = shard.entry(key, now: now) else { return -1 }
             guard entry.value.equals(expected) else { return 0 }
-            shard.set(key, value: replacement, deadline: deadline)
+            shard.set(key, value: replacement, deadline: deadline, now: now)
             return 1
         }
         inv.out.writeRESPInteger(result)

@@ -94,7 +94,11 @@ enum ServerCommands {
                     "used_memory_rss_human:\(human(rss))",
                     "used_memory_dataset:\(totals.usedBytes)",
                     "maxmemory:\(engine.config.integer("maxmemory"))",
+                    "maxmemory_human:\(human(engine.config.integer("maxmemory")))",
                     "maxmemory_policy:\(engine.config.get("maxmemory-policy") ?? "noeviction")",
+                    "maxmemory_samples:\(engine.config.integer("maxmemory-samples"))",
+                    "maxmemory_protect_locks:\(engine.config.get("maxmemory-protect-locks") ?? "yes")",
+                    "lock_keys:\(totals.locks)",
                     "mem_fragmentation_ratio:\(used > 0 ? CFormat.format("%.2f", Double(rss) / Double(used)) : "0")",
                 ]
             case "stats":
@@ -104,7 +108,8 @@ enum ServerCommands {
                     "total_commands_processed:\(host.commandsProcessed)",
                     "rejected_connections:\(host.rejectedConnections)",
                     "expired_keys:\(totals.expiredKeys)",
-                    "evicted_keys:0",
+                    "evicted_keys:\(totals.evictedKeys)",
+                    "evicted_locks_skipped:\(totals.evictedLocksSkipped)",
                     "keyspace_hits:\(totals.hits)",
                     "keyspace_misses:\(totals.misses)",
                     "protocol_errors:\(engine.stats.protocolErrors.load(ordering: .relaxed))",

@@ -94,7 +94,7 @@ enum StringCommands {
         engine.keyspace.withShard(for: key) { shard in
             // A plain SET overwrites whatever is there: no need to look first.
             if options.condition == .none && !options.get {
-                shard.set(key, value: value, deadline: deadline, keepTTL: options.expiry == .keepTTL)
+                shard.set(key, value: value, deadline: deadline, keepTTL: options.expiry == .keepTTL, now: now)
                 if let okReply { inv.out.writeRESPInteger(okReply) } else { inv.out.writeRESPOK() }
                 return
             }
@@ -108,7 +108,9 @@ enum StringCommands {
                 }
                 return
             }
-            shard.set(key, value: value, deadline: deadline, keepTTL: options.expiry == .keepTTL)
+            // SET NX with a TTL is how every lock library takes a lock: mark it, so eviction spares it.
+            shard.set(key, value: value, deadline: deadline, keepTTL: options.expiry == .keepTTL,
+                      lock: options.condition == .nx && deadline != 0, now: now)
             if !options.get {
                 if let okReply { inv.out.writeRESPInteger(okReply) } else { inv.out.writeRESPOK() }
             }
@@ -192,7 +194,7 @@ enum StringCommands {
         let version = inv.version
         engine.keyspace.withShard(for: key) { shard in
             if let e = shard.entry(key, now: now) { inv.out.writeRESPBulk(e.value) } else { inv.out.writeRESPNull(version: version) }
-            shard.set(key, value: value, deadline: 0)
+            shard.set(key, value: value, deadline: 0, now: now)
         }
     }
 
@@ -229,7 +231,7 @@ enum StringCommands {
                 for key in keys where set.withShard(for: key, { $0.entry(key, now: now) != nil }) { return false }
             }
             for (n, key) in keys.enumerated() {
-                set.withShard(for: key) { $0.set(key, value: args[2 * n + 2], deadline: 0) }
+                set.withShard(for: key) { $0.set(key, value: args[2 * n + 2], deadline: 0, now: now) }
             }
             return true
         }
@@ -243,13 +245,13 @@ enum StringCommands {
         let limit = engine.config.maxBulkLength.load(ordering: .relaxed)
         let length: Int = try engine.keyspace.withShard(for: key) { (shard: inout ShardState) throws(CommandError) -> Int in
             guard let e = shard.entry(key, now: now) else {
-                shard.set(key, value: suffix, deadline: 0)
+                shard.set(key, value: suffix, deadline: 0, now: now)
                 return suffix.readableBytes
             }
             let total = e.value.count + suffix.readableBytes
             if total > limit { throw .stringTooLong }
             var value = ByteBufferAllocator().buffer(capacity: total)
-            value.writeStoredBytes(e.value)
+            value.writeValueBytes(e.value)
             value.writeImmutableBuffer(suffix)
             shard.replaceValue(key, with: value)
             return total
@@ -310,11 +312,11 @@ enum StringCommands {
             let oldLength = existing?.value.count ?? 0
             let total = max(oldLength, Int(needed))
             var value = ByteBufferAllocator().buffer(capacity: total)
-            if let existing { value.writeStoredBytes(existing.value) }
+            if let existing { value.writeValueBytes(existing.value) }
             if Int(offset) > oldLength { value.writeRepeatingByte(0, count: Int(offset) - oldLength) }
             value.setBuffer(patch, at: value.readerIndex + Int(offset))
             value.moveWriterIndex(to: value.readerIndex + total)
-            if existing != nil { shard.replaceValue(key, with: value) } else { shard.set(key, value: value, deadline: 0) }
+            if existing != nil { shard.replaceValue(key, with: value) } else { shard.set(key, value: value, deadline: 0, now: now) }
             return total
         }
         inv.out.writeRESPInteger(Int64(length))
@@ -339,7 +341,7 @@ enum StringCommands {
             var digits = ByteBuffer()
             digits.writeDecimal(next)
             let value = StoredBytes(digits)
-            if existing != nil { shard.replaceValue(key, with: value) } else { shard.set(key, value: value, deadline: 0) }
+            if existing != nil { shard.replaceValue(key, with: value) } else { shard.set(key, value: value, deadline: 0, now: now) }
             return next
         }
         inv.out.writeRESPInteger(result)
@@ -372,7 +374,7 @@ enum StringCommands {
             if next.isNaN || next.isInfinite { throw CommandError("ERR increment would produce NaN or Infinity") }
             let text = Arg.humanLongDouble(next)
             let value = StoredBytes(string: text)
-            if existing != nil { shard.replaceValue(key, with: value) } else { shard.set(key, value: value, deadline: 0) }
+            if existing != nil { shard.replaceValue(key, with: value) } else { shard.set(key, value: value, deadline: 0, now: now) }
             return text
         }
         inv.out.writeRESPBulk(string: text)
@@ -394,7 +396,7 @@ enum ValueCondition {
 extension StringCommands.SetOptions.Condition {
     /// Whether the write may go ahead given the key's current value (nil: missing).
     /// IFEQ/IFDEQ never create a key; IFNE/IFDNE do.
-    func allows(_ current: StoredBytes?) -> Bool {
+    func allows(_ current: ValueBytes?) -> Bool {
         switch self {
         case .none: return true
         case .nx: return current == nil

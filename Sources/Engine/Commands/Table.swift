@@ -133,7 +133,20 @@ enum Commands {
         CommandSpec("dbsize", arity: 1, flags: readFast, categories: ["@keyspace", "@read", "@fast"], group: "server", since: "1.0.0", summary: "Returns the number of keys in the database.", handler: KeyCommands.dbsize),
         CommandSpec("flushdb", arity: -1, flags: ["write"], categories: ["@keyspace", "@write", "@slow", "@dangerous"], group: "server", since: "1.0.0", summary: "Remove all keys from the current database.", complexity: "O(N)", hint: "[ASYNC|SYNC]", handler: KeyCommands.flush),
         CommandSpec("flushall", arity: -1, flags: ["write"], categories: ["@keyspace", "@write", "@slow", "@dangerous"], group: "server", since: "1.0.0", summary: "Removes all keys from all databases.", complexity: "O(N)", hint: "[ASYNC|SYNC]", handler: KeyCommands.flush),
+        CommandSpec("object", arity: -2, flags: [], categories: ["@slow"], group: "generic", since: "2.2.3",
+                    summary: "A container for object introspection commands.", subcommands: [
+            objectSub("encoding", "Returns the internal encoding of a Redis object.", ObjectCommands.encoding),
+            objectSub("freq", "Returns the logarithmic access frequency counter of a Redis object.", ObjectCommands.freq),
+            objectSub("idletime", "Returns the time since the last access to a Redis object.", ObjectCommands.idletime),
+            objectSub("refcount", "Returns the reference count of a value of a key.", ObjectCommands.refcount),
+            sub("object", "help", 2, ["loading", "stale"], ["@keyspace", "@slow"], group: "generic", "Returns helpful text about the different subcommands.", ObjectCommands.help),
+        ], handler: nil),
     ]
+
+    private static func objectSub(_ name: String, _ summary: String, _ handler: @escaping CommandHandler) -> CommandSpec {
+        CommandSpec("object|\(name)", arity: 3, flags: ["readonly"], keys: (2, 2, 1), categories: ["@keyspace", "@read", "@slow"],
+                    group: "generic", since: name == "freq" ? "4.0.0" : "2.2.3", summary: summary, hint: "key", handler: handler)
+    }
 
     static let expiry: [CommandSpec] = [
         generic("expire", -3, writeFast, ["@keyspace", "@write", "@fast"], since: "1.0.0", "Sets the expiration time of a key in seconds.", hint: "key seconds [NX|XX|GT|LT] [IFEQ value]") { e, i throws(CommandError) in
