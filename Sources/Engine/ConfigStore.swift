@@ -51,8 +51,9 @@ public final class ConfigStore: Sendable {
         Parameter(name: "save", kind: .string, mutable: true, defaultValue: ""),
         Parameter(name: "appendonly", kind: .yesNo, mutable: false, defaultValue: "no"),
         Parameter(name: "maxmemory", kind: .memory, mutable: true, defaultValue: "0"),
-        Parameter(name: "maxmemory-policy", kind: .oneOf(EvictionPolicy.allCases.map(\.name)), mutable: true, defaultValue: "noeviction"),
-        Parameter(name: "maxmemory-samples", kind: .integer(min: 1, max: 64), mutable: true, defaultValue: "5"),
+        Parameter(name: "maxmemory-policy", kind: .oneOf(["volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl",
+                                                                  "allkeys-lru", "allkeys-lfu", "allkeys-random", "noeviction"]), mutable: true, defaultValue: "noeviction"),
+        Parameter(name: "maxmemory-samples", kind: .integer(min: 1, max: Int64(Int32.max)), mutable: true, defaultValue: "5"),
         // Strongbox's own: keys written by SET NX with a TTL (locks) are never evicted.
         Parameter(name: "maxmemory-protect-locks", kind: .yesNo, mutable: true, defaultValue: "yes"),
         Parameter(name: "daemonize", kind: .yesNo, mutable: false, defaultValue: "no"),

@@ -92,7 +92,8 @@ enum LFU {
 
     /// The counter with one step taken off per elapsed decay period.
     static func decayed(_ access: UInt32, now: Int64) -> UInt32 {
-        let last = access >> 8
+        // Masked: after a switch from LRU at run time the field still holds a timestamp.
+        let last = (access >> 8) & 0xFFFF
         let counter = access & 0xFF
         let current = minutes(now)
         let elapsed = current >= last ? current - last : 65535 - last + current
@@ -493,7 +494,7 @@ public struct ShardState {
         guard candidates > 0 else { return false }
         var best = -1
         var bestScore: UInt64 = 0
-        for _ in 0..<max(1, samples) {
+        for _ in 0..<max(1, min(samples, count)) {
             var i = Int(truncatingIfNeeded: nextRandom()) & mask
             while true {
                 let s = slots[i]

@@ -143,8 +143,7 @@ enum ClusterCommands {
     }
 
     static func help(_ e: Engine, _ inv: inout Invocation) throws(CommandError) {
-        let lines = [
-            "CLUSTER <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+        Help.write(&inv, "CLUSTER", [
             "COUNTKEYSINSLOT <slot>", "    Return the number of keys in <slot>.",
             "GETKEYSINSLOT <slot> <count>", "    Return key names stored by current node in a slot.",
             "INFO", "    Return information about the cluster.",
@@ -153,9 +152,6 @@ enum ClusterCommands {
             "NODES", "    Return cluster configuration seen by node.",
             "SHARDS", "    Return information about slot range mappings and the nodes associated with them.",
             "SLOTS", "    Return information about slots range mappings.",
-            "HELP", "    Print this help.",
-        ]
-        inv.out.writeRESPArrayHeader(lines.count)
-        for l in lines { inv.out.writeRESPSimpleString(l) }
+        ])
     }
 }

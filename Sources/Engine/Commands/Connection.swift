@@ -265,7 +265,7 @@ enum ConnectionCommands {
 enum Help {
     /// The `HELP` reply of a container command, laid out as Redis lays it out.
     static func write(_ inv: inout Invocation, _ container: String, _ lines: [String]) {
-        let all = ["\(container) <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"] + lines + ["HELP", "    Print this help."]
+        let all = ["\(container) <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"] + lines + ["HELP", "    Prints this help."]
         inv.out.writeRESPArrayHeader(all.count)
         for line in all { inv.out.writeRESPSimpleString(line) }
     }

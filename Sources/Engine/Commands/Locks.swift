@@ -72,7 +72,8 @@ enum LockCommands {
         let result: Int64 = engine.keyspace.withShard(for: key) { shard in
             guard let entry = shard.entry(key, now: now) else { return -1 }
             guard entry.value.equals(expected) else { return 0 }
-            shard.set(key, value: replacement, deadline: deadline, now: now)
+            // A lock handed to a new token stays a lock.
+            shard.set(key, value: replacement, deadline: deadline, lock: entry.isLock, now: now)
             return 1
         }
         inv.out.writeRESPInteger(result)

@@ -108,9 +108,10 @@ enum StringCommands {
                 }
                 return
             }
-            // SET NX with a TTL is how every lock library takes a lock: mark it, so eviction spares it.
-            shard.set(key, value: value, deadline: deadline, keepTTL: options.expiry == .keepTTL,
-                      lock: options.condition == .nx && deadline != 0, now: now)
+            // SET NX with a TTL is how every lock library takes a lock: mark it, so eviction spares
+            // it. A lock rewritten with its own token (an extension by SET … IFEQ) stays one.
+            let lock = (options.condition == .nx && deadline != 0) || (existing.map { $0.isLock && $0.value.equals(value) } ?? false)
+            shard.set(key, value: value, deadline: deadline, keepTTL: options.expiry == .keepTTL, lock: lock, now: now)
             if !options.get {
                 if let okReply { inv.out.writeRESPInteger(okReply) } else { inv.out.writeRESPOK() }
             }
