@@ -127,6 +127,31 @@ struct MemoryTests {
         #expect(try Self.info(client, "stats", "evicted_keys") == 0)
     }
 
+    @Test("with only locks left, writes get -OOM instead of evicting one; with protection off, locks are evicted like any key")
+    func onlyLocksLeft() throws {
+        let server = try StrongboxProcess(["--maxmemory", "4mb", "--maxmemory-policy", "allkeys-lru"])
+        defer { server.stop() }
+        let client = try RawClient(port: server.port)
+        let token = String(repeating: "t", count: 1000)
+        var held = 0
+        while held < 100_000 {
+            let reply = try client.call("SET", "lock:\(held)", token, "NX", "PX", "600000")
+            if reply != .simpleString("OK") {
+                #expect(reply == .error("OOM command not allowed when used memory > 'maxmemory'."))
+                break
+            }
+            held += 1
+        }
+        #expect(held > 1_000)
+        #expect(try client.call("SET", "plain", "value") == .error("OOM command not allowed when used memory > 'maxmemory'."))
+        #expect(try client.call("DBSIZE") == .integer(Int64(held)))
+        #expect(try Self.info(client, "stats", "evicted_keys") == 0)
+        #expect(try client.call("GET", "lock:0") == .bulkString(ByteBuffer(string: token)))
+        #expect(try client.call("CONFIG", "SET", "maxmemory-protect-locks", "no") == .simpleString("OK"))
+        #expect(try client.call("SET", "plain", "value") == .simpleString("OK"))
+        #expect(try Self.info(client, "stats", "evicted_keys") > 0)
+    }
+
     @Test("CONFIG SET maxmemory, policy and samples take effect at once; OBJECT FREQ follows an LFU policy")
     func configAtRunTime() throws {
         let server = try StrongboxProcess()
