@@ -36,15 +36,46 @@ extension Double: RESPArgument {
 extension ByteBuffer {
     /// One request as a RESP array of bulk strings.
     mutating func writeRequest(_ arguments: [ByteBuffer]) {
-        writeInteger(UInt8(ascii: "*"))
-        writeString(String(arguments.count))
-        writeStaticString("\r\n")
-        for argument in arguments {
-            writeInteger(UInt8(ascii: "$"))
-            writeString(String(argument.readableBytes))
-            writeStaticString("\r\n")
-            writeImmutableBuffer(argument)
-            writeStaticString("\r\n")
+        // Room for every header (at most 1 + 20 + 2 bytes each) and every argument, then one
+        // pass of raw stores: a request costs one capacity check, not one per piece.
+        var size = 23
+        for i in arguments.indices { size &+= arguments[i].readableBytes &+ 25 }
+        writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in
+            var at = 0
+            @inline(__always) func header(_ marker: UInt8, _ n: Int) {
+                out[at] = marker
+                at &+= 1
+                var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)
+                let written = withUnsafeMutableBytes(of: &digits) { d -> Int in
+                    var v = UInt(n)
+                    var i = 24
+                    repeat {
+                        i &-= 1
+                        d[i] = UInt8(truncatingIfNeeded: v % 10) &+ 48
+                        v /= 10
+                    } while v != 0
+                    let count = 24 &- i
+                    (out.baseAddress! + at).copyMemory(from: d.baseAddress! + i, byteCount: count)
+                    return count
+                }
+                at &+= written
+                out[at] = 13
+                out[at &+ 1] = 10
+                at &+= 2
+            }
+            header(UInt8(ascii: "*"), arguments.count)
+            for i in arguments.indices {
+                let n = arguments[i].readableBytes
+                header(UInt8(ascii: "$"), n)
+                if n > 0 {
+                    arguments[i].withUnsafeReadableBytes { (out.baseAddress! + at).copyMemory(from: $0.baseAddress!, byteCount: n) }
+                }
+                at &+= n
+                out[at] = 13
+                out[at &+ 1] = 10
+                at &+= 2
+            }
+            return at
         }
     }
 

@@ -205,6 +205,18 @@ public final class StrongboxConnection: Sendable {
         write([.init(arguments: arguments, sink: sink, tag: tag, timeout: commandTimeout)], flush: flush)
     }
 
+    /// Sends a batch of relayed requests, already encoded, in one write (see `RelayBatch`).
+    public func submit(_ batch: RelayBatch, flush: Bool = true) {
+        guard !batch.isEmpty, let bytes = batch.bytes else { return }
+        let outbound = ClientHandler.Outbound(encoded: bytes, replies: batch.replies, timeout: commandTimeout)
+        let written = flush ? channel.writeAndFlush(outbound) : channel.write(outbound)
+        let node = self.node
+        written.whenFailure { error in
+            let e = Self.mapped(error, node: node)
+            for r in outbound.replies { r.fail(e) }
+        }
+    }
+
     /// Writes out requests submitted with `flush: false`.
     public func flush() { channel.flush() }
 
@@ -251,6 +263,38 @@ public final class StrongboxConnection: Sendable {
     public var closeFuture: EventLoopFuture<Void> { channel.closeFuture }
 }
 
+/// Requests to relay over one connection, encoded into one buffer as they are added, each with
+/// where its reply goes (a `ReplySink` and a tag): a server forwarding many clients' commands
+/// to a peer fills one per loop turn and hands it over in a single write, with no argument
+/// array kept and no future, promise or buffer per request.
+public struct RelayBatch: Sendable {
+    private let allocator: ByteBufferAllocator
+    private let capacity: Int
+    /// Made on the first append (an empty batch costs no buffer).
+    private(set) var bytes: ByteBuffer?
+    var replies: [ClientHandler.ReplyPromise] = []
+
+    public init(allocator: ByteBufferAllocator = ByteBufferAllocator(), capacity: Int = 4096) {
+        self.allocator = allocator
+        self.capacity = capacity
+    }
+
+    public var isEmpty: Bool { replies.isEmpty }
+
+    /// Tells every reply's sink that `error` happened instead (the batch was never written).
+    public func fail(_ error: StrongboxError) {
+        for r in replies { r.fail(error) }
+    }
+    public var count: Int { replies.count }
+
+    /// Encodes `arguments` as a request; its reply (the exact bytes) will go to `sink` with `tag`.
+    public mutating func append(_ arguments: [ByteBuffer], sink: NIOLoopBound<any ReplySink>, tag: Int) {
+        if bytes == nil { bytes = allocator.buffer(capacity: capacity) }
+        bytes!.writeRequest(arguments)
+        replies.append(.sink(sink, tag))
+    }
+}
+
 /// Encodes requests, keeps their promises in send order and completes them as replies arrive.
 final class ClientHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
@@ -292,10 +336,24 @@ final class ClientHandler: ChannelDuplexHandler {
 
     }
 
-    /// One write's worth of requests.
+    /// One write's worth of requests: to encode, or already encoded with where their replies go.
     struct Outbound: Sendable {
         let requests: [Request]
-        init(_ requests: [Request]) { self.requests = requests }
+        let encoded: ByteBuffer?
+        let replies: [ReplyPromise]
+        let timeout: TimeAmount?
+        init(_ requests: [Request]) {
+            self.requests = requests
+            encoded = nil
+            replies = []
+            timeout = nil
+        }
+        init(encoded: ByteBuffer, replies: [ReplyPromise], timeout: TimeAmount?) {
+            requests = []
+            self.encoded = encoded
+            self.replies = replies
+            self.timeout = timeout
+        }
     }
 
     private struct Pending {
@@ -354,7 +412,24 @@ final class ClientHandler: ChannelDuplexHandler {
         if closed {
             let error = StrongboxError(code: .connectionClosed, message: "the connection is closed", node: node)
             for r in outbound.requests { r.reply.fail(error) }
+            for r in outbound.replies { r.fail(error) }
             promise?.fail(error)
+            return
+        }
+        if let encoded = outbound.encoded {
+            // A relay batch, bytes as they are: one deadline for all with coarse timeouts.
+            let deadline = coarseTimeouts ? outbound.timeout.map { NIODeadline.now() + $0 } : nil
+            for r in outbound.replies {
+                var timer: Scheduled<Void>?
+                if let timeout = outbound.timeout, !coarseTimeouts {
+                    let node = self.node
+                    timer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+                        r.fail(StrongboxError(code: .timeout, message: "no reply within \(timeout)", node: node))
+                    }
+                }
+                pending.append(Pending(promise: r, timer: timer, deadline: deadline))
+            }
+            context.write(wrapOutboundOut(encoded), promise: promise)
             return
         }
         var size = 0

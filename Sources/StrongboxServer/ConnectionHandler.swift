@@ -197,18 +197,20 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
         if links == nil { links = peers.links(for: context.eventLoop) }
         let links = self.links!
         let slot = enqueue(nil)
-        let args = invocationState.pointee.args
         let version = invocationState.pointee.session.protocolVersion
+        if case .whole(let owner) = plan, version == .v2, let sink = sinkRef {
+            // A RESP2 client gets the peer's reply byte for byte, handed straight back here. The
+            // arguments are encoded in place (not copied: a copy would make the next request's
+            // decode copy the argument array).
+            links.relay(invocationState.pointee.args, to: owner, sink: sink, tag: slot)
+            return
+        }
+        let args = invocationState.pointee.args
         let loop = context.eventLoop
         let bound = NIOLoopBound((self, context, slot), eventLoop: loop)
         let reply: EventLoopFuture<RESPValue>
         switch plan {
         case .whole(let owner):
-            if version == .v2, let sink = sinkRef {
-                // A RESP2 client gets the peer's reply byte for byte, handed straight back here.
-                links.relay(args, to: owner, sink: sink, tag: slot)
-                return
-            }
             reply = links.send(args, to: owner)
         case .split(let parts, let merge):
             let name = args[0]

@@ -115,44 +115,74 @@ final class PeerLinks: Sendable {
 ///
 /// Touched only on `loop` (by the connection handlers living there): no locks in the forwarding path.
 final class LoopLinks: @unchecked Sendable {
+    /// What this loop has for one peer.
+    private struct Peer {
+        var connected: StrongboxConnection?
+        var connecting: EventLoopFuture<StrongboxConnection>?
+        /// Written to in this loop turn (listed in `dirtyList`).
+        var dirty = false
+        /// Relayed requests collected during this loop turn, written at its end.
+        var batch: RelayBatch
+    }
+
     private unowned let peers: PeerLinks
     let loop: any EventLoop
-    private var connected: [StrongboxConnection?]
-    private var connecting: [EventLoopFuture<StrongboxConnection>?]
-    private var dirty: [Bool]
-    private var dirtyList: [Int] = []
-    private var flushScheduled = false
+    // Per-peer state behind a pointer: the forwarding path touches it per command, and class
+    // stored properties would cost a dynamic exclusivity check each time.
+    private let slots: UnsafeMutablePointer<Peer>
+    private let count: Int
+    private let state: UnsafeMutablePointer<(dirtyList: [Int], flushScheduled: Bool)>
+    private let allocator = ByteBufferAllocator()
 
     init(peers: PeerLinks, loop: any EventLoop, members: Int) {
         self.peers = peers
         self.loop = loop
-        connected = Array(repeating: nil, count: members)
-        connecting = Array(repeating: nil, count: members)
-        dirty = Array(repeating: false, count: members)
+        count = members
+        slots = .allocate(capacity: members)
+        slots.initialize(repeating: Peer(batch: RelayBatch(allocator: allocator)), count: members)
+        state = .allocate(capacity: 1)
+        state.initialize(to: ([], false))
+    }
+
+    deinit {
+        slots.deinitialize(count: count)
+        slots.deallocate()
+        state.deinitialize(count: 1)
+        state.deallocate()
+    }
+
+    /// Hands peer `index`'s collected relays to its connection (unflushed), so that whatever is
+    /// written next follows them on the wire: one client's forwards reach a peer in order.
+    private func writeBatch(_ index: Int, to connection: StrongboxConnection) {
+        guard !slots[index].batch.isEmpty else { return }
+        let batch = slots[index].batch
+        slots[index].batch = RelayBatch(allocator: allocator)
+        connection.submit(batch, flush: false)
     }
 
     private func ready(_ index: Int) -> StrongboxConnection? {
-        guard let c = connected[index] else { return nil }
+        let peer = slots + index
+        guard let c = peer.pointee.connected else { return nil }
         if c.isConnected {
-            if !dirty[index] {
-                dirty[index] = true
-                dirtyList.append(index)
+            if !peer.pointee.dirty {
+                peer.pointee.dirty = true
+                state.pointee.dirtyList.append(index)
             }
             return c
         }
-        connected[index] = nil
+        peer.pointee.connected = nil
         return nil
     }
 
     private func connect(_ index: Int) -> EventLoopFuture<StrongboxConnection> {
-        if let pending = connecting[index] { return pending }
+        if let pending = slots[index].connecting { return pending }
         let configuration = peers.linkConfiguration(index)
         let loop = self.loop
         let made = loop.makeFutureWithTask { try await StrongboxConnection.connect(configuration, eventLoopGroup: loop) }.hop(to: loop)
-        connecting[index] = made
+        slots[index].connecting = made
         made.whenComplete { [self] result in
-            connecting[index] = nil
-            if case .success(let c) = result { connected[index] = c }
+            slots[index].connecting = nil
+            if case .success(let c) = result { slots[index].connected = c }
         }
         return made
     }
@@ -160,15 +190,19 @@ final class LoopLinks: @unchecked Sendable {
     /// Sends `arguments` to member `index`; the reply decoded. Written now, flushed at the end of
     /// the loop's turn (`scheduleFlush`). Failures become error replies in the caller.
     func send(_ arguments: [ByteBuffer], to index: Int) -> EventLoopFuture<RESPValue> {
-        if let c = ready(index) { return c.submit(arguments, flush: false) }
+        if let c = ready(index) {
+            writeBatch(index, to: c)
+            return c.submit(arguments, flush: false)
+        }
         return connect(index).flatMap { $0.submit(arguments) }
     }
 
     /// Sends `arguments` to member `index`; the peer's exact (RESP2) reply bytes go straight to
-    /// `sink` with `tag` (no future per command).
+    /// `sink` with `tag` (no future per command). The request is encoded at once into this
+    /// turn's batch for the peer (the arguments are not kept), written at the turn's end.
     func relay(_ arguments: [ByteBuffer], to index: Int, sink: NIOLoopBound<any ReplySink>, tag: Int) {
-        if let c = ready(index) {
-            c.submitRaw(arguments, sink: sink, tag: tag, flush: false)
+        if ready(index) != nil {
+            slots[index].batch.append(arguments, sink: sink, tag: tag)
             return
         }
         connect(index).whenComplete { result in
@@ -184,15 +218,22 @@ final class LoopLinks: @unchecked Sendable {
     /// Flushes the links written to, once, after every channel ready in this turn of the loop has
     /// been read: many clients' forwarded requests share one write to each peer.
     func scheduleFlush() {
-        guard !flushScheduled, !dirtyList.isEmpty else { return }
-        flushScheduled = true
+        guard !state.pointee.flushScheduled, !state.pointee.dirtyList.isEmpty else { return }
+        state.pointee.flushScheduled = true
         loop.execute { [self] in
-            flushScheduled = false
-            for i in dirtyList {
-                dirty[i] = false
-                connected[i]?.flush()
+            state.pointee.flushScheduled = false
+            for i in state.pointee.dirtyList {
+                slots[i].dirty = false
+                guard let c = slots[i].connected else {
+                    let batch = slots[i].batch
+                    slots[i].batch = RelayBatch(allocator: allocator)
+                    batch.fail(StrongboxError(code: .connectionClosed, message: "the link to the peer closed"))
+                    continue
+                }
+                writeBatch(i, to: c)
+                c.flush()
             }
-            dirtyList.removeAll(keepingCapacity: true)
+            state.pointee.dirtyList.removeAll(keepingCapacity: true)
         }
     }
 }

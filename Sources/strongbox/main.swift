@@ -1,4 +1,5 @@
 import ArgumentParser
+import Dispatch
 import Engine
 import HashRing
 import Keyspace
@@ -146,6 +147,17 @@ struct StrongboxCommand: AsyncParsableCommand {
         let threads = config.integer("threads") > 0 ? config.integer("threads") : System.coreCount
         let engine = Engine(keyspace: Keyspace(shardCount: max(16, 8 * threads)), config: config, cluster: try clusterState(config))
         let server = StrongboxServer(engine: engine, threads: config.integer("threads"), configFile: configFile ?? "", logger: logger)
+        // From the moment the port accepts, SIGTERM/SIGINT mean a graceful shutdown, even before
+        // the service group below installs its own handling (a signal in between would otherwise
+        // kill the process with the default action).
+        let earlySignals = [SIGTERM, SIGINT].map { number -> any DispatchSourceSignal in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { server.requestShutdown() }
+            source.resume()
+            return source
+        }
+        defer { for s in earlySignals { s.cancel() } }
         do {
             try await server.start()
         } catch {

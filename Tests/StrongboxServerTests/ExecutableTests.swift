@@ -99,6 +99,16 @@ struct ExecutableTests {
         #expect(Self.waitExit(p) == 0)
     }
 
+    @Test("SIGTERM or SIGINT the moment the port accepts still shuts down gracefully (exit 0)", arguments: [SIGTERM, SIGINT])
+    func signalRightAfterListening(signal: Int32) throws {
+        for _ in 0..<5 {
+            let port = try freePort()
+            let p = try Self.start(["--port", "\(port)"], port: port)
+            kill(p.processIdentifier, signal)
+            #expect(Self.waitExit(p) == 0)
+        }
+    }
+
     @Test("--bind takes several addresses as redis-server does, '-' marking optional ones")
     func bindList() throws {
         let port = try freePort()
