@@ -496,14 +496,18 @@ public struct ShardState {
         var bestScore: UInt64 = 0
         for _ in 0..<max(1, min(samples, count)) {
             var i = Int(truncatingIfNeeded: nextRandom()) & mask
-            while true {
+            // The counts above say a candidate exists; the walk is bounded all the same.
+            var walked = 0
+            while walked <= mask {
                 let s = slots[i]
                 if s.record != nil && (!volatileOnly || s.tag & Slot.volatileBit != 0) {
                     if !(protectLocks && s.tag & Slot.lockBit != 0) { break }
                     evictedLocksSkipped &+= 1
                 }
                 i = (i &+ 1) & mask
+                walked += 1
             }
+            if walked > mask { break }
             let r = Record(slots[i].record!)
             if r.deadline != 0 && now > r.deadline {
                 removeSlot(i)
@@ -524,6 +528,7 @@ public struct ShardState {
             }
             if policy == .allkeysRandom || policy == .volatileRandom { break }
         }
+        guard best >= 0 else { return false }
         removeSlot(best)
         evictedKeys &+= 1
         shrinkIfSparse()
