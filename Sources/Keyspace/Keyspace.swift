@@ -1,4 +1,3 @@
-import CMalloc
 import NIOCore
 import Synchronization
 #if canImport(Glibc)
@@ -331,7 +330,7 @@ public final class Keyspace: @unchecked Sendable {
             }
             return removed
         }
-        malloc_trim(0)
+        ProcessAllocator.releaseFreeMemory()
         return removed
     }
 

@@ -142,4 +142,9 @@ public enum ProcessAllocator {
     public static func useSingleArena() {
         mallopt(M_ARENA_MAX, 1)
     }
+
+    /// Returns free heap pages to the system (`FLUSHALL`, `MEMORY PURGE`).
+    public static func releaseFreeMemory() {
+        malloc_trim(0)
+    }
 }

@@ -67,6 +67,9 @@ public struct Entry {
     /// Written by `SET … NX` with a TTL: never evicted while `maxmemory-protect-locks` is on.
     @inlinable public var isLock: Bool { record.isLock }
 
+    /// Bytes the key costs: its record as malloc sizes it, and its table slot (`MEMORY USAGE`).
+    public var memoryUsage: Int { record.allocatedBytes + MemoryLayout<Slot>.stride }
+
     /// Milliseconds since the last access (meaningful while an LRU or no policy is in force).
     public func idleMilliseconds(now: Int64) -> Int64 {
         Int64(UInt32(truncatingIfNeeded: now) &- record.access)

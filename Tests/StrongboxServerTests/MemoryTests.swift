@@ -201,6 +201,9 @@ struct MemoryTests {
         let rssGrowth = server.residentBytes() - rss0
         let usedGrowth = try Self.info(client, "memory", "used_memory") - used0
         #expect(usedGrowth > 300_000 * 100)
+        // One key: a 24-byte header, 16 + 64 bytes, malloc's rounding and header, a 16-byte slot.
+        guard case .integer(let one) = try client.call("MEMORY", "USAGE", "key:000000000042") else { throw TestError("MEMORY USAGE") }
+        #expect(one >= 24 + 16 + 64 + 8 + 16 && one <= 24 + 16 + 64 + 8 + 16 + 16)
         #expect(abs(Double(usedGrowth - rssGrowth)) <= 0.1 * Double(rssGrowth), "used_memory grew \(usedGrowth), RSS \(rssGrowth)")
         #expect(try client.call("FLUSHALL") == .simpleString("OK"))
         usleep(300_000)

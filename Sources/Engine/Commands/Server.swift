@@ -203,6 +203,40 @@ enum ServerCommands {
         inv.out.writeRESPOK()
     }
 
+    // MARK: MEMORY
+
+    /// MEMORY USAGE key [SAMPLES count]: the bytes the key's record and table slot take.
+    static func memoryUsage(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
+        var j = 3
+        while j < inv.argc {
+            guard inv.args[j].isToken("samples"), j + 1 < inv.argc else { throw .syntax }
+            if try Arg.integer(inv.args[j + 1]) < 0 { throw .syntax }
+            j += 2
+        }
+        let key = Key(inv.args[2])
+        let now = inv.now
+        if let bytes = engine.keyspace.withShard(for: key, { $0.peek(key, now: now)?.memoryUsage }) {
+            inv.out.writeRESPInteger(Int64(bytes))
+        } else {
+            inv.out.writeRESPNull(version: inv.version)
+        }
+    }
+
+    /// MEMORY PURGE: hands free memory back to the system (`malloc_trim`).
+    static func memoryPurge(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
+        ProcessAllocator.releaseFreeMemory()
+        inv.out.writeRESPOK()
+    }
+
+    static func memoryHelp(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
+        Help.write(&inv, "MEMORY", [
+            "PURGE", "    Attempt to purge dirty pages for reclamation by the allocator.",
+            "USAGE <key> [SAMPLES <count>]",
+            "    Return memory in bytes used by <key> and its value. Nested values are",
+            "    sampled up to <count> times (default: 5, 0 means sample all).",
+        ])
+    }
+
     static func configHelp(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
         Help.write(&inv, "CONFIG", [
             "GET <pattern>", "    Return parameters matching the glob-like <pattern> and their values.",

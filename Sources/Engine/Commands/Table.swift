@@ -193,6 +193,12 @@ enum Commands {
         CommandSpec("info", arity: -1, flags: ["loading", "stale"], categories: ["@slow", "@dangerous"], group: "server", since: "1.0.0", summary: "Returns information and statistics about the server.", complexity: "O(1)", hint: "[section [section ...]]", handler: ServerCommands.info),
         CommandSpec("time", arity: 1, flags: ["loading", "stale", "fast"], categories: ["@fast"], group: "server", since: "2.6.0", summary: "Returns the server time.", handler: ServerCommands.time),
         CommandSpec("shutdown", arity: -1, flags: ["admin", "noscript", "loading", "stale", "no_multi", "allow_busy"], categories: ["@admin", "@slow", "@dangerous"], group: "server", since: "1.0.0", summary: "Synchronously saves the database(s) to disk and shuts down the Redis server.", hint: "[NOSAVE|SAVE] [NOW] [FORCE] [ABORT]", handler: ServerCommands.shutdown),
+        CommandSpec("memory", arity: -2, flags: [], categories: ["@slow"], group: "server", since: "4.0.0", summary: "A container for memory diagnostics commands.", subcommands: [
+            CommandSpec("memory|usage", arity: -3, flags: ["readonly"], keys: (2, 2, 1), categories: ["@read", "@slow"], group: "server", since: "4.0.0",
+                        summary: "Estimates the memory usage of a key.", complexity: "O(1)", hint: "key [SAMPLES count]", handler: ServerCommands.memoryUsage),
+            sub("memory", "purge", 2, [], ["@slow"], group: "server", "Asks the allocator to release memory.", ServerCommands.memoryPurge),
+            sub("memory", "help", 2, ["loading", "stale"], ["@slow"], group: "server", "Returns helpful text about the different subcommands.", ServerCommands.memoryHelp),
+        ], handler: nil),
         CommandSpec("config", arity: -2, flags: [], categories: ["@slow"], group: "server", since: "2.0.0", summary: "A container for server configuration commands.", subcommands: [
             sub("config", "get", -3, ["admin", "noscript", "loading", "stale"], ["@admin", "@slow", "@dangerous"], group: "server", "Returns the effective values of configuration parameters.", hint: "parameter [parameter ...]", ServerCommands.configGet),
             sub("config", "set", -4, ["admin", "noscript", "loading", "stale"], ["@admin", "@slow", "@dangerous"], group: "server", "Sets configuration parameters in-flight.", hint: "parameter value [parameter value ...]", ServerCommands.configSet),
