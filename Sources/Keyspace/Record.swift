@@ -71,7 +71,13 @@ struct Record {
     @inlinable var isLock: Bool { flags & Self.lockFlag != 0 }
 
     @inlinable var keyCount: Int { Int(base.load(fromByteOffset: 16, as: UInt32.self)) }
-    @inlinable var valueCount: Int { Int(base.load(fromByteOffset: 20, as: UInt32.self)) }
+    @inlinable var valueCount: Int {
+        get { Int(base.load(fromByteOffset: 20, as: UInt32.self)) }
+        nonmutating set {
+            precondition(newValue <= Int(UInt32.max), "string too large for a record")
+            base.storeBytes(of: UInt32(newValue), toByteOffset: 20, as: UInt32.self)
+        }
+    }
 
     @inlinable var keyBytes: UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(start: base + Self.headerSize, count: keyCount)

@@ -1,3 +1,4 @@
+import CMalloc
 import NIOCore
 import Synchronization
 #if canImport(Glibc)
@@ -298,6 +299,32 @@ public struct ShardState {
         report()
     }
 
+    /// Appends `suffix` to the value of an existing key, in place when its allocation has room.
+    /// A record that must grow gets room to spare (double the value up to 1 MiB, then 1 MiB
+    /// more), as Redis's strings do, so a key built by many appends costs amortized O(1) each.
+    /// - Returns: the new length, or nil when the key is not there.
+    public mutating func append(_ key: Key, _ suffix: UnsafeRawBufferPointer) -> Int? {
+        let i = find(key)
+        guard i >= 0 else { return nil }
+        var r = Record(slots![i].record!)
+        let newCount = r.valueCount + suffix.count
+        let needed = Record.headerSize + r.keyCount + newCount
+        if malloc_usable_size(r.base) < needed {
+            let spare = newCount < 1 << 20 ? newCount : 1 << 20
+            let before = r.allocatedBytes
+            guard let moved = realloc(r.base, needed + spare) else { fatalError("out of memory growing a value to \(newCount) bytes") }
+            r = Record(moved)
+            slots![i].record = moved
+            usedBytes += r.allocatedBytes - before
+        }
+        if suffix.count > 0 {
+            (r.base + Record.headerSize + r.keyCount + r.valueCount).copyMemory(from: suffix.baseAddress!, byteCount: suffix.count)
+        }
+        r.valueCount = newCount
+        report()
+        return newCount
+    }
+
     /// The record at slot `i` holding `value`: the same one overwritten when the length is
     /// unchanged, otherwise a new one (header and key copied) that takes the old one's slot.
     private mutating func replacing(at i: Int, _ r: Record, value: UnsafeRawBufferPointer) -> Record {
@@ -547,6 +574,17 @@ public struct ShardState {
             let r = Record(p)
             if r.deadline == 0 || now <= r.deadline { body(r.keyBytes, Entry(r)) }
         }
+    }
+
+    /// The bytes held, counted afresh from every record and the table (tests compare it with
+    /// `usedBytes`, which is kept incrementally).
+    public func recountedBytes() -> Int {
+        guard let slots else { return 0 }
+        var total = capacity * MemoryLayout<Slot>.stride
+        for i in 0..<capacity {
+            if let p = slots[i].record { total += Record(p).allocatedBytes }
+        }
+        return total
     }
 
     /// A random live key, or nil.

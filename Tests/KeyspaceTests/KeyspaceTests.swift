@@ -139,7 +139,7 @@ struct KeyspaceTests {
         for step in 0..<40_000 {
             let name = "k\(Int.random(in: 0..<3000, using: &rng))"
             let k = Self.key(name)
-            switch Int.random(in: 0..<10, using: &rng) {
+            switch Int.random(in: 0..<11, using: &rng) {
             case 0..<4:
                 let value = String(repeating: "v", count: Int.random(in: 0..<40, using: &rng))
                 let deadline: Int64 = Bool.random() ? 0 : Int64(step + 1_000_000)
@@ -152,6 +152,11 @@ struct KeyspaceTests {
             case 7:
                 ks.withShard(for: k) { $0.setDeadline(k, 0) }
                 if model[name] != nil { model[name]!.deadline = 0 }
+            case 8:
+                let suffix = String(repeating: "a", count: Int.random(in: 0..<300, using: &rng))
+                let length = Array(suffix.utf8).withUnsafeBytes { bytes in ks.withShard(for: k) { $0.append(k, bytes) } }
+                if model[name] != nil { model[name]!.value += suffix }
+                #expect(length == model[name].map { $0.value.utf8.count })
             default:
                 let got = ks.withShard(for: k) { s in s.entry(k, now: 0).map { ($0.value.buffer, $0.deadline, $0.isLock) } }
                 let want = model[name]
@@ -161,6 +166,9 @@ struct KeyspaceTests {
             }
         }
         let t = ks.totals()
+        for shard in 0..<ks.shardCount {
+            ks.withShard(shard) { #expect($0.usedBytes == $0.recountedBytes()) }
+        }
         #expect(t.keys == model.count)
         #expect(t.expires == model.values.filter { $0.deadline != 0 }.count)
         #expect(t.locks == model.values.filter { $0.lock }.count)
@@ -172,6 +180,26 @@ struct KeyspaceTests {
             }
         }
         #expect(seen == model.count)
+    }
+
+    @Test("appending grows a value in place with room to spare, and the accounting follows")
+    func appendInPlace() {
+        let ks = Keyspace(shardCount: 1, clock: ManualClock())
+        let k = Self.key("log")
+        ks.withShard(0) { $0.set(k, value: Self.bytes("start:"), deadline: 0, now: 0) }
+        var expected = Array("start:".utf8)
+        let piece = Array("0123456789".utf8)
+        for _ in 0..<20_000 {
+            let n = piece.withUnsafeBytes { bytes in ks.withShard(0) { $0.append(k, bytes) } }
+            expected += piece
+            #expect(n == expected.count)
+        }
+        #expect(ks.withShard(0) { $0.entry(k, now: 0)?.value.buffer } == ByteBuffer(bytes: expected))
+        let (used, recounted) = ks.withShard(0) { ($0.usedBytes, $0.recountedBytes()) }
+        #expect(used == recounted)
+        // Room to spare is at most the value's size again.
+        #expect(used < 2 * expected.count + 1024)
+        #expect(Self.bytes("x").withUnsafeReadableBytes { bytes in ks.withShard(0) { $0.append(Self.key("missing"), bytes) } } == nil)
     }
 
     @Test("stored bytes round-trip at and around the inline capacity", arguments: [0, 1, 23, 24, 25, 64, 100_000])

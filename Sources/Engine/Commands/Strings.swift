@@ -251,11 +251,7 @@ enum StringCommands {
             }
             let total = e.value.count + suffix.readableBytes
             if total > limit { throw .stringTooLong }
-            var value = ByteBufferAllocator().buffer(capacity: total)
-            value.writeValueBytes(e.value)
-            value.writeImmutableBuffer(suffix)
-            shard.replaceValue(key, with: value)
-            return total
+            return suffix.withUnsafeReadableBytes { shard.append(key, $0) } ?? total
         }
         inv.out.writeRESPInteger(Int64(length))
     }
