@@ -158,8 +158,9 @@ public final class Keyspace: @unchecked Sendable {
     public init(shardCount: Int = 32, clock: any KeyspaceClock = SystemClock()) {
         self.shardCount = max(1, shardCount)
         self.clock = clock
-        used = .allocate(capacity: 1)
+        used = .allocate(capacity: 2)
         used.initialize(to: Atomic(0))
+        (used + 1).initialize(to: Atomic(0))
         slots = .allocate(capacity: self.shardCount)
         slots.initialize(repeating: Slot(), count: self.shardCount)
         for i in 0..<self.shardCount {
@@ -176,13 +177,16 @@ public final class Keyspace: @unchecked Sendable {
         }
         slots.deinitialize(count: shardCount)
         slots.deallocate()
-        used.deinitialize(count: 1)
+        used.deinitialize(count: 2)
         used.deallocate()
     }
 
     /// Bytes the keyspace holds, read without locking (each shard's share may lag by up to
     /// `ShardState.reportStep`).
     public var usedBytesEstimate: Int { used.pointee.load(ordering: .relaxed) }
+
+    /// The highest `usedBytesEstimate` since start or `resetStats()`.
+    public var peakUsedBytes: Int { (used + 1).pointee.load(ordering: .relaxed) }
 
     /// How far `usedBytesEstimate` may trail the exact total.
     public var reportingSlack: Int { shardCount * ShardState.reportStep }
@@ -305,6 +309,7 @@ public final class Keyspace: @unchecked Sendable {
 
     /// Zeroes the hit, miss and expired counters (`CONFIG RESETSTAT`).
     public func resetStats() {
+        (used + 1).pointee.store(usedBytesEstimate, ordering: .relaxed)
         for i in 0..<shardCount {
             withShard(i) { s in
                 s.hits = 0

@@ -136,7 +136,8 @@ public struct ShardState {
     /// Bytes the shard holds: its records as malloc sizes them, and its table.
     public private(set) var usedBytes = 0
     private var reportedBytes = 0
-    /// The keyspace-wide estimate this shard adds its changes to (in steps, see `report`).
+    /// The keyspace-wide estimate this shard adds its changes to (in steps, see `report`),
+    /// followed by the highest value it has reached.
     var total: UnsafeMutablePointer<Atomic<Int>>? = nil
     public var hits = 0
     public var misses = 0
@@ -478,8 +479,17 @@ public struct ShardState {
     mutating func flushReport() {
         let delta = usedBytes - reportedBytes
         if delta != 0, let total {
-            total.pointee.add(delta, ordering: .relaxed)
+            let now = total.pointee.add(delta, ordering: .relaxed).newValue
             reportedBytes = usedBytes
+            if delta > 0 {
+                let peak = total + 1
+                var seen = peak.pointee.load(ordering: .relaxed)
+                while now > seen {
+                    let (done, current) = peak.pointee.compareExchange(expected: seen, desired: now, ordering: .relaxed)
+                    if done { break }
+                    seen = current
+                }
+            }
         }
     }
 

@@ -205,7 +205,12 @@ struct MemoryTests {
         guard case .integer(let one) = try client.call("MEMORY", "USAGE", "key:000000000042") else { throw TestError("MEMORY USAGE") }
         #expect(one >= 24 + 16 + 64 + 8 + 16 && one <= 24 + 16 + 64 + 8 + 16 + 16)
         #expect(abs(Double(usedGrowth - rssGrowth)) <= 0.1 * Double(rssGrowth), "used_memory grew \(usedGrowth), RSS \(rssGrowth)")
+        let loaded = try Self.info(client, "memory", "used_memory")
         #expect(try client.call("FLUSHALL") == .simpleString("OK"))
+        // The peak remembers the load (to within the shards' reporting steps) until RESETSTAT.
+        #expect(try Self.info(client, "memory", "used_memory_peak") >= loaded - 64 * 4096)
+        #expect(try client.call("CONFIG", "RESETSTAT") == .simpleString("OK"))
+        #expect(try Self.info(client, "memory", "used_memory_peak") == used0)
         usleep(300_000)
         let after = server.residentBytes()
         #expect(Double(after) <= 1.2 * Double(rss0), "RSS after FLUSHALL \(after), empty \(rss0)")

@@ -86,11 +86,14 @@ enum ServerCommands {
             case "memory":
                 let rss = residentSetBytes()
                 let used = totals.usedBytes + baselineBytes
+                let peak = max(used, engine.keyspace.peakUsedBytes + baselineBytes)
                 lines = [
                     "# Memory",
                     "used_memory:\(used)",
                     "used_memory_human:\(human(used))",
                     "used_memory_rss:\(rss)",
+                    "used_memory_peak:\(peak)",
+                    "used_memory_peak_human:\(human(peak))",
                     "used_memory_rss_human:\(human(rss))",
                     "used_memory_dataset:\(totals.usedBytes)",
                     "maxmemory:\(engine.config.integer("maxmemory"))",
