@@ -93,10 +93,11 @@ public final class Engine: Sendable {
 
     public static let oomMessage = "OOM command not allowed when used memory > 'maxmemory'."
 
-    /// Under `maxmemory`, evicts by the configured policy until the keyspace fits.
+    /// Under `maxmemory`, evicts by the configured policy until the keyspace fits, spending at
+    /// most `budgetMilliseconds` (a command: 1; the background task: more).
     /// - Returns: false when it cannot fit (`noeviction`, or nothing the policy may take).
     @inline(__always)
-    func makeRoom() -> Bool {
+    public func makeRoom(budgetMilliseconds: Int64 = 1) -> Bool {
         let limit = config.maxMemory.load(ordering: .relaxed)
         guard limit > 0 else { return true }
         // used_memory = keyspace bytes + the process baseline; shards report their share in
@@ -104,7 +105,8 @@ public final class Engine: Sendable {
         let slack = ServerCommands.baselineBytes + keyspace.reportingSlack
         return keyspace.evict(toFit: max(0, limit - slack), policy: config.evictionPolicy,
                               samples: config.maxMemorySamples.load(ordering: .relaxed),
-                              protectLocks: config.protectLocks.load(ordering: .relaxed))
+                              protectLocks: config.protectLocks.load(ordering: .relaxed),
+                              budgetMilliseconds: budgetMilliseconds) != .impossible
     }
 
     /// Connects the engine to the server that hosts it (for `CLIENT`, `INFO`, `SHUTDOWN`).

@@ -366,28 +366,45 @@ public final class Keyspace: @unchecked Sendable {
         for i in 0..<shardCount { withShard(i) { $0.tracksFrequency = on } }
     }
 
-    /// Evicts keys by `policy` until the keyspace holds no more than `limit` bytes. Shards are
-    /// visited round-robin from a moving start, one key each, so the load spreads and the
-    /// sampling approximates sampling the whole keyspace.
-    /// - Returns: false when the limit cannot be met: the policy is `noeviction`, or no shard has
-    ///   a key the policy may take (with `protectLocks`, only locks left).
-    public func evict(toFit limit: Int, policy: EvictionPolicy, samples: Int, protectLocks: Bool) -> Bool {
-        guard usedBytesEstimate > limit else { return true }
-        guard policy != .noeviction else { return false }
+    public enum EvictionOutcome: Sendable, Equatable {
+        /// The keyspace fits the limit.
+        case fits
+        /// Still over the limit when the time budget ran out; eviction goes on later.
+        case inProgress
+        /// Cannot fit: the policy is `noeviction`, or nothing left may be evicted (with
+        /// `protectLocks`, only locks).
+        case impossible
+    }
+
+    /// Evicts keys by `policy` until the keyspace holds no more than `limit` bytes, for at most
+    /// `budgetMilliseconds` (nil: no limit). Shards are visited round-robin from a moving start,
+    /// one key each, so the load spreads and the sampling approximates sampling the whole keyspace.
+    ///
+    /// The budget keeps one command from stalling its event loop when the limit drops far below
+    /// what is held (`CONFIG SET maxmemory`): like Redis, the command then goes ahead and the
+    /// server's background task carries on evicting.
+    public func evict(toFit limit: Int, policy: EvictionPolicy, samples: Int, protectLocks: Bool,
+                      budgetMilliseconds: Int64? = nil) -> EvictionOutcome {
+        guard usedBytesEstimate > limit else { return .fits }
+        guard policy != .noeviction else { return .impossible }
         var shard = evictionStart.wrappingAdd(1, ordering: .relaxed).oldValue % shardCount
         var fruitless = 0
+        let start = clock.now()
+        var evicted = 0
         while usedBytesEstimate > limit {
             let now = clock.now()
+            if let budget = budgetMilliseconds, evicted > 0, now - start > budget { return .inProgress }
             let removed = withShard(shard) { $0.evictOne(policy: policy, samples: samples, protectLocks: protectLocks, now: now) }
             if removed {
                 fruitless = 0
+                evicted += 1
             } else {
                 fruitless += 1
-                if fruitless >= shardCount { return false }
+                if fruitless >= shardCount { return .impossible }
             }
             shard = (shard + 1) % shardCount
         }
-        return true
+        return .fits
     }
 
     /// Visits the live keys of shard `index` (for `KEYS` and `SCAN`).

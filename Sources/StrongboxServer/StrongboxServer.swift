@@ -148,6 +148,8 @@ public final class StrongboxServer: Service, EngineHost, Sendable {
             // Active expiry: `hz` rounds a second, each sampling every shard.
             while !Task.isCancelled {
                 engine.keyspace.sweepExpired()
+                // Eviction a command left unfinished (its budget is 1 ms), up to 20 ms a tick.
+                _ = engine.makeRoom(budgetMilliseconds: 20)
                 let hz = max(1, engine.config.integer("hz"))
                 try? await Task.sleep(nanoseconds: UInt64(1_000_000_000 / hz))
             }

@@ -13,7 +13,7 @@ struct EvictionTests {
         let k = key(name)
         let now = ks.clock.now()
         ks.withShard(for: k) { $0.set(k, value: value, deadline: deadline, lock: lock, now: now) }
-        return ks.evict(toFit: limit, policy: policy, samples: samples, protectLocks: true)
+        return ks.evict(toFit: limit, policy: policy, samples: samples, protectLocks: true) == .fits
     }
 
     static func exists(_ ks: Keyspace, _ name: String) -> Bool {
@@ -99,7 +99,7 @@ struct EvictionTests {
             ks.withShard(for: k) { $0.set(k, value: Self.value, deadline: 1_000_000 + Int64(i), now: 0) }
         }
         let limit = ks.totals().usedBytes * 8 / 10
-        #expect(ks.evict(toFit: limit, policy: .volatileTTL, samples: 5, protectLocks: true))
+        #expect(ks.evict(toFit: limit, policy: .volatileTTL, samples: 5, protectLocks: true) == .fits)
         let gone = (0..<10_000).filter { !Self.exists(ks, "t:\($0)") }
         #expect(gone.count >= 1_500)
         let early = gone.filter { $0 < 5_000 }.count
@@ -115,7 +115,7 @@ struct EvictionTests {
             let k = Self.key("k\(i)")
             ks.withShard(for: k) { $0.set(k, value: Self.value, deadline: i % 2 == 0 ? 0 : 9_000_000, now: 0) }
         }
-        #expect(!ks.evict(toFit: 0, policy: policy, samples: 5, protectLocks: true))
+        #expect(ks.evict(toFit: 0, policy: policy, samples: 5, protectLocks: true) == .impossible)
         let t = ks.totals()
         #expect(t.keys == 1_000)
         #expect(t.expires == 0)
@@ -133,7 +133,7 @@ struct EvictionTests {
             let deadline: Int64 = isLock || i % 2 == 1 ? 9_000_000 : 0
             ks.withShard(for: k) { $0.set(k, value: Self.value, deadline: deadline, lock: isLock, now: 0) }
         }
-        #expect(!ks.evict(toFit: 0, policy: policy, samples: 5, protectLocks: true))
+        #expect(ks.evict(toFit: 0, policy: policy, samples: 5, protectLocks: true) == .impossible)
         let t = ks.totals()
         #expect(t.locks == 500)
         #expect((0..<3_000).filter { $0 % 6 == 0 }.allSatisfy { Self.exists(ks, "k\($0)") })
@@ -149,7 +149,7 @@ struct EvictionTests {
             let k = Self.key("lock:\(i)")
             ks.withShard(for: k) { $0.set(k, value: Self.value, deadline: 9_000_000, lock: true, now: 0) }
         }
-        #expect(!ks.evict(toFit: 0, policy: .allkeysLRU, samples: 5, protectLocks: false))
+        #expect(ks.evict(toFit: 0, policy: .allkeysLRU, samples: 5, protectLocks: false) == .impossible)
         #expect(ks.totals().keys == 0)
     }
 
@@ -160,7 +160,7 @@ struct EvictionTests {
             let k = Self.key("k\(i)")
             ks.withShard(for: k) { $0.set(k, value: Self.value, deadline: 0, now: 0) }
         }
-        #expect(!ks.evict(toFit: 1_000, policy: .noeviction, samples: 5, protectLocks: true))
+        #expect(ks.evict(toFit: 1_000, policy: .noeviction, samples: 5, protectLocks: true) == .impossible)
         #expect(ks.totals().keys == 1_000)
         #expect(ks.totals().evictedKeys == 0)
     }
