@@ -300,15 +300,29 @@ public struct ShardState {
         report()
     }
 
-    /// Appends `suffix` to the value of an existing key, in place when its allocation has room.
-    /// A record that must grow gets room to spare (double the value up to 1 MiB, then 1 MiB
-    /// more), as Redis's strings do, so a key built by many appends costs amortized O(1) each.
+    /// Appends `suffix` to the value of an existing key (see `overwrite`).
     /// - Returns: the new length, or nil when the key is not there.
     public mutating func append(_ key: Key, _ suffix: UnsafeRawBufferPointer) -> Int? {
         let i = find(key)
         guard i >= 0 else { return nil }
+        return overwrite(at: i, offset: Record(slots![i].record!).valueCount, suffix)
+    }
+
+    /// Writes `patch` into the value of an existing key at `offset`, zero-filling any gap past
+    /// the end (`SETRANGE`). - Returns: the new length, or nil when the key is not there.
+    public mutating func setRange(_ key: Key, offset: Int, _ patch: UnsafeRawBufferPointer) -> Int? {
+        let i = find(key)
+        guard i >= 0 else { return nil }
+        return overwrite(at: i, offset: offset, patch)
+    }
+
+    /// Writes `bytes` at `offset` of slot `i`'s value, in place when its allocation has room. A
+    /// record that must grow gets room to spare (double the value up to 1 MiB, then 1 MiB more),
+    /// as Redis's strings do, so a key built by many appends costs amortized O(1) each.
+    private mutating func overwrite(at i: Int, offset: Int, _ bytes: UnsafeRawBufferPointer) -> Int {
         var r = Record(slots![i].record!)
-        let newCount = r.valueCount + suffix.count
+        let oldCount = r.valueCount
+        let newCount = max(oldCount, offset + bytes.count)
         let needed = Record.headerSize + r.keyCount + newCount
         if malloc_usable_size(r.base) < needed {
             let spare = newCount < 1 << 20 ? newCount : 1 << 20
@@ -318,9 +332,9 @@ public struct ShardState {
             slots![i].record = moved
             usedBytes += r.allocatedBytes - before
         }
-        if suffix.count > 0 {
-            (r.base + Record.headerSize + r.keyCount + r.valueCount).copyMemory(from: suffix.baseAddress!, byteCount: suffix.count)
-        }
+        let value = r.base + Record.headerSize + r.keyCount
+        if offset > oldCount { (value + oldCount).initializeMemory(as: UInt8.self, repeating: 0, count: offset - oldCount) }
+        if bytes.count > 0 { (value + offset).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
         r.valueCount = newCount
         report()
         return newCount

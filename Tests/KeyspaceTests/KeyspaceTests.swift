@@ -139,7 +139,7 @@ struct KeyspaceTests {
         for step in 0..<40_000 {
             let name = "k\(Int.random(in: 0..<3000, using: &rng))"
             let k = Self.key(name)
-            switch Int.random(in: 0..<11, using: &rng) {
+            switch Int.random(in: 0..<12, using: &rng) {
             case 0..<4:
                 let value = String(repeating: "v", count: Int.random(in: 0..<40, using: &rng))
                 let deadline: Int64 = Bool.random() ? 0 : Int64(step + 1_000_000)
@@ -152,6 +152,18 @@ struct KeyspaceTests {
             case 7:
                 ks.withShard(for: k) { $0.setDeadline(k, 0) }
                 if model[name] != nil { model[name]!.deadline = 0 }
+            case 9:
+                let offset = Int.random(in: 0..<60, using: &rng)
+                let patch = String(repeating: "p", count: Int.random(in: 0..<20, using: &rng))
+                let length = Array(patch.utf8).withUnsafeBytes { bytes in ks.withShard(for: k) { $0.setRange(k, offset: offset, bytes) } }
+                if var m = model[name] {
+                    var v = Array(m.value.utf8)
+                    if v.count < offset + patch.utf8.count { v += [UInt8](repeating: 0, count: offset + patch.utf8.count - v.count) }
+                    v.replaceSubrange(offset..<offset + patch.utf8.count, with: Array(patch.utf8))
+                    m.value = String(decoding: v, as: UTF8.self)
+                    model[name] = m
+                }
+                #expect(length == model[name].map { $0.value.utf8.count })
             case 8:
                 let suffix = String(repeating: "a", count: Int.random(in: 0..<300, using: &rng))
                 let length = Array(suffix.utf8).withUnsafeBytes { bytes in ks.withShard(for: k) { $0.append(k, bytes) } }

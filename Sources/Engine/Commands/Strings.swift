@@ -306,15 +306,14 @@ enum StringCommands {
             if patch.readableBytes == 0 { return existing?.value.count ?? 0 }
             let (needed, overflow) = offset.addingReportingOverflow(Int64(patch.readableBytes))
             if overflow || needed > limit { throw .stringTooLong }
-            let oldLength = existing?.value.count ?? 0
-            let total = max(oldLength, Int(needed))
-            var value = ByteBufferAllocator().buffer(capacity: total)
-            if let existing { value.writeValueBytes(existing.value) }
-            if Int(offset) > oldLength { value.writeRepeatingByte(0, count: Int(offset) - oldLength) }
-            value.setBuffer(patch, at: value.readerIndex + Int(offset))
-            value.moveWriterIndex(to: value.readerIndex + total)
-            if existing != nil { shard.replaceValue(key, with: value) } else { shard.set(key, value: value, deadline: 0, now: now) }
-            return total
+            if existing != nil {
+                return patch.withUnsafeReadableBytes { shard.setRange(key, offset: Int(offset), $0) } ?? 0
+            }
+            var value = ByteBufferAllocator().buffer(capacity: Int(needed))
+            value.writeRepeatingByte(0, count: Int(offset))
+            value.writeImmutableBuffer(patch)
+            shard.set(key, value: value, deadline: 0, now: now)
+            return value.readableBytes
         }
         inv.out.writeRESPInteger(Int64(length))
     }
