@@ -14,6 +14,10 @@ public struct RedlockConfiguration: Sendable {
     public var retryJitter: Duration = .milliseconds(50)
     /// Give up acquiring after this long (nil: only `retryCount` bounds it).
     public var acquireTimeout: Duration?
+    /// `withLock`: tasks of this process that want the same names take turns locally
+    /// (`Redlock.turns`) before going to the nodes, so they do not split the nodes' votes among
+    /// themselves. The wait counts against `acquireTimeout`.
+    public var localTurns = true
     /// At most this many extensions per lease (`withLock`'s watchdog stops extending there).
     public var maximumExtensions: Int = 1000
     /// Where metrics go; nil uses `MetricsSystem.factory`.

@@ -22,6 +22,8 @@ import Synchronization
 public final class Redlock: Sendable {
     public let nodes: [RedlockNode]
     public let configuration: RedlockConfiguration
+    /// The local turns `withLock` takes first (with `localTurns`); usable around `acquire` too.
+    public let turns = LocalTurns()
     private let metrics: Metrics
 
     /// Locks are granted by at least this many nodes.
@@ -49,10 +51,14 @@ public final class Redlock: Sendable {
     /// Acquires several names together: on each node all of them or none count; the lock is granted
     /// when a quorum of nodes granted every name.
     public func acquire(_ names: [String], ttl: Duration) async throws(RedlockError) -> LockLease {
+        let started = ContinuousClock.now
+        return try await acquire(names, ttl: ttl, started: started, deadline: configuration.acquireTimeout.map { started + $0 })
+    }
+
+    private func acquire(_ names: [String], ttl: Duration, started: ContinuousClock.Instant,
+                         deadline: ContinuousClock.Instant?) async throws(RedlockError) -> LockLease {
         precondition(!names.isEmpty, "lock at least one name")
         precondition(ttl >= .milliseconds(1), "a lock needs a TTL of at least 1 ms")
-        let started = ContinuousClock.now
-        let deadline = configuration.acquireTimeout.map { started + $0 }
         var attempts = 0
         var lastOutcomes: [NodeOutcome] = []
         while true {
@@ -140,7 +146,8 @@ public final class Redlock: Sendable {
     /// lease's validity passes (or a quorum says the token is gone, or the extension limit is reached
     /// and validity passes), the body's task is **cancelled** and `withLock` throws
     /// `RedlockError.lockLost`: the holder learns at once, instead of writing after its lock is gone.
-    /// The body receives the lease as acquired.
+    /// The body receives the lease as acquired. With `localTurns`, tasks of this process wanting the
+    /// same names first take turns in `turns` (the wait counts against `acquireTimeout`).
     public func withLock<T: Sendable>(
         _ name: String, ttl: Duration, body: @escaping @Sendable (LockLease) async throws -> T
     ) async throws -> T {
@@ -151,7 +158,21 @@ public final class Redlock: Sendable {
     public func withLock<T: Sendable>(
         _ names: [String], ttl: Duration, body: @escaping @Sendable (LockLease) async throws -> T
     ) async throws -> T {
-        let lease = try await acquire(names, ttl: ttl)
+        let started = ContinuousClock.now
+        let deadline = configuration.acquireTimeout.map { started + $0 }
+        let turn = names.sorted().joined(separator: "\u{0}")
+        if configuration.localTurns {
+            guard await turns.enter(turn, until: deadline) else {
+                if Task.isCancelled {
+                    metrics.failure("cancelled")
+                    throw RedlockError.cancelled(names: names)
+                }
+                metrics.failure("timeout")
+                throw RedlockError.timedOut(names: names, waited: ContinuousClock.now - started, lastOutcomes: [])
+            }
+        }
+        defer { if configuration.localTurns { turns.leave(turn) } }
+        let lease = try await acquire(names, ttl: ttl, started: started, deadline: deadline)
         let current = LeaseBox(lease)
         let outcome: Result<T, any Error>
         do {

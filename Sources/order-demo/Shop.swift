@@ -34,7 +34,8 @@ final class Shop: Sendable {
     let settings: ShopSettings
     let tally: Tally
     /// One task per product in this process contends for the product's Redlock at a time.
-    let gate = LocalGate()
+    /// One turn per product per process in front of its Redlock (the Redlock library's `LocalTurns`).
+    let gate = LocalTurns()
 
     init(store: Store, catalog: Catalog, redlock: Redlock?, idempotency: StrongboxClusterClient, settings: ShopSettings, tally: Tally) {
         self.store = store
@@ -57,7 +58,7 @@ final class Shop: Sendable {
     /// Runs `body` in the product's local turn holding its Redlock (both skipped with `--no-locks`);
     /// the lock is released however `body` ends. nil: the lock could not be had.
     private func withProductLock<T>(_ productID: Int, _ body: (LockLease?) async throws -> T) async throws -> T? {
-        try await gate.withTurn("product:\(productID)", enabled: redlock != nil) { () async throws -> T? in
+        func locked() async throws -> T? {
             var lease: LockLease?
             if let redlock {
                 do throws(RedlockError) {
@@ -71,6 +72,8 @@ final class Shop: Sendable {
             if let lease, let redlock { await redlock.release(lease) }
             return try result.get()
         }
+        guard redlock != nil else { return try await locked() }
+        return try await gate.withTurn("product:\(productID)") { try await locked() }
     }
 
     /// Cancel: the reservation goes back to available stock. That writes `available`, so it takes

@@ -217,6 +217,42 @@ extension ClientIntegration {
             #expect(checker.overlaps == 0)
         }
 
+        @Test("withLock with local turns: 40 tasks of one process, no retries, every one gets the lock in turn; without turns they split and fail",
+              arguments: [true, false])
+        func localTurns(enabled: Bool) async throws {
+            let nodes = try startNodes(3)
+            var configuration = RedlockConfiguration()
+            configuration.retryCount = 0
+            configuration.acquireTimeout = .seconds(20)
+            configuration.localTurns = enabled
+            let redlock = Redlock(nodes: redlockNodes(nodes), configuration: configuration)
+            let checker = MutualExclusionChecker()
+            let failures = SharedCount()
+            await withTaskGroup(of: Void.self) { group in
+                for _ in 0..<40 {
+                    group.addTask {
+                        do {
+                            try await redlock.withLock("hot", ttl: .seconds(2)) { _ in
+                                let enter = ContinuousClock.now
+                                try await Task.sleep(for: .milliseconds(2))
+                                checker.record(enter: enter, exit: ContinuousClock.now)
+                            }
+                        } catch {
+                            failures.value.add(1, ordering: .relaxed)
+                        }
+                    }
+                }
+            }
+            #expect(checker.overlaps == 0)
+            if enabled {
+                #expect(failures.value.load(ordering: .relaxed) == 0)
+                #expect(checker.count == 40)
+            } else {
+                // One attempt each, all at once: at most one wins.
+                #expect(failures.value.load(ordering: .relaxed) >= 30)
+            }
+        }
+
         @Test("withLock's watchdog keeps the lock for 10× its TTL; nobody else gets it meanwhile")
         func watchdogKeepsLock() async throws {
             let nodes = try startNodes(5)
