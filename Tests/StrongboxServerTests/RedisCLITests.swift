@@ -34,6 +34,23 @@ struct RedisCLITests {
         #expect(r.stdout == "OK\n42\n42\n")
     }
 
+    @Test("redis-cli --memkeys and --bigkeys scan the keyspace with MEMORY USAGE and STRLEN")
+    func memkeysAndBigkeys() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: Self.cli), "redis-cli is not installed")
+        let server = try await InProcessServer()
+        defer { Task { await server.stop() } }
+        let p = ["-p", "\(server.port)"]
+        var input = ""
+        for i in 1...40 { input += "SET size:\(i) \(String(repeating: "x", count: i * 10))\n" }
+        _ = try runProgram(Self.cli, p, input: Data(input.utf8))
+        let mem = try runProgram(Self.cli, p + ["--memkeys"]).stdout
+        #expect(mem.contains("Biggest string found '\"size:40\"' has"), "\(mem)")
+        #expect(mem.contains("40 strings with"))
+        let big = try runProgram(Self.cli, p + ["--bigkeys"]).stdout
+        #expect(big.contains("Biggest string found '\"size:40\"' has 400 bytes"), "\(big)")
+        #expect(big.contains("40 strings with 8200 bytes"))
+    }
+
     @Test("RESP3 with redis-cli -3")
     func resp3() async throws {
         try #require(FileManager.default.isExecutableFile(atPath: Self.cli), "redis-cli is not installed")
