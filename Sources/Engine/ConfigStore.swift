@@ -161,7 +161,8 @@ public final class ConfigStore: Sendable {
 
     private func mirror(_ name: String, _ value: String) {
         switch name {
-        case "proto-max-bulk-len": maxBulkLength.store(Int(value) ?? 0, ordering: .relaxed)
+        // A stored string is at most 4 GiB − 1 (its length is a 32-bit field of its record).
+        case "proto-max-bulk-len": maxBulkLength.store(min(Int(value) ?? 0, Int(UInt32.max)), ordering: .relaxed)
         case "client-query-buffer-limit": queryBufferLimit.store(Int(value) ?? 0, ordering: .relaxed)
         case "maxclients": maxClients.store(Int(value) ?? 0, ordering: .relaxed)
         case "timeout": timeoutSeconds.store(Int(value) ?? 0, ordering: .relaxed)
