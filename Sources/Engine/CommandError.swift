@@ -14,6 +14,7 @@ public struct CommandError: Error, Sendable, Equatable {
     public static let noSuchKey = CommandError("ERR no such key")
     public static let noAuth = CommandError("NOAUTH Authentication required.")
     public static let wrongPass = CommandError("WRONGPASS invalid username-password pair or user is disabled.")
+    public static let outOfMemory = CommandError("OOM command not allowed when used memory > 'maxmemory'.")
     public static let stringTooLong = CommandError("ERR string exceeds maximum allowed size (proto-max-bulk-len)")
 
     public static func arity(_ name: String) -> CommandError {

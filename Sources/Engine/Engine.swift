@@ -91,8 +91,6 @@ public final class Engine: Sendable {
         }
     }
 
-    public static let oomMessage = "OOM command not allowed when used memory > 'maxmemory'."
-
     /// Under `maxmemory`, evicts by the configured policy until the keyspace fits, spending at
     /// most `budgetMilliseconds` (a command: 1; the background task: more).
     /// - Returns: false when it cannot fit (`noeviction`, or nothing the policy may take).
@@ -154,7 +152,7 @@ public final class Engine: Sendable {
         }
         guard let handler = spec.handler else { return }
         if spec.makesRoomFirst && !makeRoom() && spec.denyOOM {
-            invocation.out.writeRESPError(Self.oomMessage)
+            invocation.out.writeRESPError(CommandError.outOfMemory.message)
             return
         }
         do {

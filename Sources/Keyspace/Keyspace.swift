@@ -14,27 +14,39 @@ import Darwin
 /// key bytes. Keys of up to 24 bytes are copied inline (no reference to the request buffer);
 /// a longer one is a view into the request. The keyspace keeps its own copy inside the
 /// key's record (`Record`), never this value.
-public struct Key: Hashable, Sendable {
+public struct Key: Equatable, Sendable {
     @usableFromInline
     enum Storage: Sendable {
-        case stored(StoredBytes)
+        /// Zero-padded words and the length.
+        case inline(UInt64, UInt64, UInt64, count: UInt8)
         case probe(ByteBuffer)
     }
 
     @usableFromInline let storage: Storage
     public let hash: UInt64
 
+    /// Bytes kept inline, with no reference to the request's buffer.
+    public static let inlineCapacity = 24
+
     @inline(__always)
     public init(_ bytes: ByteBuffer) {
         hash = KeyHash.hash(bytes)
-        storage = bytes.readableBytes <= StoredBytes.inlineCapacity ? .stored(StoredBytes(bytes)) : .probe(bytes)
+        guard bytes.readableBytes <= Self.inlineCapacity else {
+            storage = .probe(bytes)
+            return
+        }
+        var words: (UInt64, UInt64, UInt64) = (0, 0, 0)
+        bytes.withUnsafeReadableBytes { b in
+            if b.count > 0 { Swift.withUnsafeMutableBytes(of: &words) { $0.baseAddress!.copyMemory(from: b.baseAddress!, byteCount: b.count) } }
+        }
+        storage = .inline(words.0, words.1, words.2, count: UInt8(bytes.readableBytes))
     }
 
     /// Length in bytes.
     @inlinable
     public var count: Int {
         switch storage {
-        case .stored(let s): return s.count
+        case .inline(_, _, _, let n): return Int(n)
         case .probe(let b): return b.readableBytes
         }
     }
@@ -42,8 +54,11 @@ public struct Key: Hashable, Sendable {
     @inlinable
     public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
         switch storage {
-        case .stored(let s): return s.withUnsafeBytes(body)
-        case .probe(let b): return b.withUnsafeReadableBytes(body)
+        case .inline(let a, let b, let c, let n):
+            var words = (a, b, c)
+            return Swift.withUnsafeBytes(of: &words) { body(UnsafeRawBufferPointer(rebasing: $0[0..<Int(n)])) }
+        case .probe(let b):
+            return b.withUnsafeReadableBytes(body)
         }
     }
 
@@ -55,27 +70,17 @@ public struct Key: Hashable, Sendable {
     @inline(__always)
     public static func == (a: Key, b: Key) -> Bool {
         guard a.hash == b.hash else { return false }
-        if case .stored(let x) = a.storage, case .stored(let y) = b.storage { return x == y }
+        // Inline bytes are zero-padded, so comparing the words compares the bytes.
+        if case .inline(let a0, let a1, let a2, let an) = a.storage, case .inline(let b0, let b1, let b2, let bn) = b.storage {
+            return an == bn && a0 == b0 && a1 == b1 && a2 == b2
+        }
         return a.withUnsafeBytes { x in
             b.withUnsafeBytes { y in x.count == y.count && (x.count == 0 || memcmp(x.baseAddress!, y.baseAddress!, x.count) == 0) }
         }
     }
-
-    @inline(__always)
-    public func hash(into hasher: inout Hasher) {
-        hasher.combine(hash)
-    }
-
-    /// The dictionary's hash: the key's own 64-bit hash, already well mixed, folded with the
-    /// table's seed, instead of running SipHash over it on every probe.
-    @inline(__always)
-    public func _rawHashValue(seed: Int) -> Int {
-        Int(truncatingIfNeeded: KeyHash.mix(hash ^ UInt64(UInt(bitPattern: seed))))
-    }
-
 }
 
-/// A fast fixed 64-bit hash of bytes (in-process use: shard choice and dictionary hashing).
+/// A fast fixed 64-bit hash of bytes (in-process use: shard and table slot).
 public enum KeyHash {
     @inline(__always)
     static func mix(_ x: UInt64) -> UInt64 {
@@ -151,7 +156,8 @@ public final class Keyspace: @unchecked Sendable {
         return owner != 0 && owner == currentThreadID()
     }
 
-    /// Bytes held by all shards, as they last reported (each within `ShardState.reportStep`).
+    /// Two counters: the bytes held by all shards as they last reported (each within
+    /// `ShardState.reportStep`), then the highest that total has reached.
     private let used: UnsafeMutablePointer<Atomic<Int>>
     private let evictionStart = Atomic<Int>(0)
 
@@ -307,7 +313,7 @@ public final class Keyspace: @unchecked Sendable {
         return t
     }
 
-    /// Zeroes the hit, miss and expired counters (`CONFIG RESETSTAT`).
+    /// Zeroes the hit, miss, expired and evicted counters and restarts the peak (`CONFIG RESETSTAT`).
     public func resetStats() {
         (used + 1).pointee.store(usedBytesEstimate, ordering: .relaxed)
         for i in 0..<shardCount {

@@ -122,9 +122,6 @@ public struct ValueBytes {
         }
     }
 
-    /// A copy that outlives the lock.
-    public var stored: StoredBytes { StoredBytes(bytes) }
-
     /// A copy as a `ByteBuffer`.
     public var buffer: ByteBuffer { ByteBuffer(bytes: bytes) }
 }

@@ -51,6 +51,11 @@ struct Slot {
     @usableFromInline static let volatileBit: UInt64 = 1
     @usableFromInline static let lockBit: UInt64 = 2
     @usableFromInline static let hashMask: UInt64 = ~3
+
+    /// The tag for a key with `hash`, with its flag bits.
+    static func tag(_ hash: UInt64, expiring: Bool, lock: Bool) -> UInt64 {
+        (hash & hashMask) | (expiring ? volatileBit : 0) | (lock ? lockBit : 0)
+    }
 }
 
 /// One stored key seen in place: valid only while the shard's lock is held and the key is not
@@ -204,24 +209,20 @@ public struct ShardState {
     /// its deadline has passed (lazy expiry).
     @inlinable
     public mutating func entry(_ key: Key, now: Int64) -> Entry? {
+        guard let e = peek(key, now: now) else { return nil }
+        touch(e.record, now: now)
+        return e
+    }
+
+    /// The live entry for `key` without counting an access (`OBJECT`), removing it first if its
+    /// deadline has passed.
+    @inlinable
+    public mutating func peek(_ key: Key, now: Int64) -> Entry? {
         let i = find(key)
         guard i >= 0 else { return nil }
         let r = Record(slots![i].record!)
         let deadline = r.deadline
         if deadline != 0 && now > deadline {
-            expire(at: i)
-            return nil
-        }
-        touch(r, now: now)
-        return Entry(r)
-    }
-
-    /// The live entry for `key` without counting an access (`OBJECT`).
-    public mutating func peek(_ key: Key, now: Int64) -> Entry? {
-        let i = find(key)
-        guard i >= 0 else { return nil }
-        let r = Record(slots![i].record!)
-        if r.deadline != 0 && now > r.deadline {
             expire(at: i)
             return nil
         }
@@ -256,10 +257,6 @@ public struct ShardState {
         value.withUnsafeReadableBytes { set(key, bytes: $0, deadline: deadline, keepTTL: keepTTL, lock: lock, now: now) }
     }
 
-    public mutating func set(_ key: Key, value: StoredBytes, deadline: Int64, keepTTL: Bool = false, lock: Bool = false, now: Int64) {
-        value.withUnsafeBytes { set(key, bytes: $0, deadline: deadline, keepTTL: keepTTL, lock: lock, now: now) }
-    }
-
     public mutating func set(_ key: Key, bytes value: UnsafeRawBufferPointer, deadline: Int64, keepTTL: Bool = false, lock: Bool = false, now: Int64) {
         let i = find(key)
         let flags: UInt32 = lock ? Record.lockFlag : 0
@@ -276,10 +273,7 @@ public struct ShardState {
         } else {
             let r = key.withUnsafeBytes { Record.make(key: $0, value: value, deadline: deadline, access: freshAccess(now: now), flags: flags) }
             usedBytes += r.allocatedBytes
-            var tag = key.hash & Slot.hashMask
-            if deadline != 0 { tag |= Slot.volatileBit }
-            if lock { tag |= Slot.lockBit }
-            insertNew(Slot(tag: tag, record: r.base))
+            insertNew(Slot(tag: Slot.tag(key.hash, expiring: deadline != 0, lock: lock), record: r.base))
         }
         report()
     }
@@ -287,10 +281,6 @@ public struct ShardState {
     /// Replaces the value of an existing live key, keeping its deadline and lock mark.
     public mutating func replaceValue(_ key: Key, with value: ByteBuffer) {
         value.withUnsafeReadableBytes { replaceValue(key, bytes: $0) }
-    }
-
-    public mutating func replaceValue(_ key: Key, with value: StoredBytes) {
-        value.withUnsafeBytes { replaceValue(key, bytes: $0) }
     }
 
     public mutating func replaceValue(_ key: Key, bytes value: UnsafeRawBufferPointer) {
@@ -395,18 +385,17 @@ public struct ShardState {
 
     // MARK: Table mechanics
 
+    /// Adds `delta` to the counts of the flags `tag` carries.
+    private mutating func countFlags(of tag: UInt64, _ delta: Int) {
+        if tag & Slot.volatileBit != 0 { expiringCount += delta }
+        if tag & Slot.lockBit != 0 { lockCount += delta }
+        if tag & 3 == 3 { expiringLockCount += delta }
+    }
+
     private mutating func setSlotFlags(_ i: Int, expiring: Bool, lock: Bool) {
-        let old = slots![i].tag
-        let wasExpiring = old & Slot.volatileBit != 0, wasLock = old & Slot.lockBit != 0
-        if wasExpiring { expiringCount -= 1 }
-        if wasLock { lockCount -= 1 }
-        if wasExpiring && wasLock { expiringLockCount -= 1 }
-        if expiring { expiringCount += 1 }
-        if lock { lockCount += 1 }
-        if expiring && lock { expiringLockCount += 1 }
-        var tag = old & Slot.hashMask
-        if expiring { tag |= Slot.volatileBit }
-        if lock { tag |= Slot.lockBit }
+        let tag = Slot.tag(slots![i].tag, expiring: expiring, lock: lock)
+        countFlags(of: slots![i].tag, -1)
+        countFlags(of: tag, 1)
         slots![i].tag = tag
     }
 
@@ -414,9 +403,7 @@ public struct ShardState {
         if (count + 1) * 4 > capacity * 3 { resize(to: max(Self.minimumCapacity, capacity * 2)) }
         place(slot)
         count += 1
-        if slot.tag & Slot.volatileBit != 0 { expiringCount += 1 }
-        if slot.tag & Slot.lockBit != 0 { lockCount += 1 }
-        if slot.tag & 3 == 3 { expiringLockCount += 1 }
+        countFlags(of: slot.tag, 1)
     }
 
     private func place(_ slot: Slot) {
@@ -439,7 +426,7 @@ public struct ShardState {
         sweepCursor = 0
     }
 
-    /// Halves the table while it is less than 1/8 full (after deletions), never below the minimum.
+    /// Halves the table (past 64 slots) while it is less than 1/8 full, and frees it once empty.
     private mutating func shrinkIfSparse() {
         guard capacity > 64, count * 8 < capacity else { return }
         var target = capacity / 2
@@ -465,9 +452,7 @@ public struct ShardState {
         usedBytes -= r.allocatedBytes
         r.free()
         count -= 1
-        if removed.tag & Slot.volatileBit != 0 { expiringCount -= 1 }
-        if removed.tag & Slot.lockBit != 0 { lockCount -= 1 }
-        if removed.tag & 3 == 3 { expiringLockCount -= 1 }
+        countFlags(of: removed.tag, -1)
         var hole = i
         var j = i
         while true {

@@ -208,13 +208,7 @@ public final class StrongboxConnection: Sendable {
     /// Sends a batch of relayed requests, already encoded, in one write (see `RelayBatch`).
     public func submit(_ batch: RelayBatch, flush: Bool = true) {
         guard !batch.isEmpty, let bytes = batch.bytes else { return }
-        let outbound = ClientHandler.Outbound(encoded: bytes, replies: batch.replies, timeout: commandTimeout)
-        let written = flush ? channel.writeAndFlush(outbound) : channel.write(outbound)
-        let node = self.node
-        written.whenFailure { error in
-            let e = Self.mapped(error, node: node)
-            for r in outbound.replies { r.fail(e) }
-        }
+        write(.encoded(bytes, replies: batch.replies, timeout: commandTimeout), flush: flush)
     }
 
     /// Writes out requests submitted with `flush: false`.
@@ -236,14 +230,15 @@ public final class StrongboxConnection: Sendable {
         }
     }
 
-    /// Writes requests; if the write cannot happen (the channel is closed), their promises fail.
+    /// Writes requests; if the write cannot happen (the channel is closed), their replies fail.
     private func write(_ requests: [ClientHandler.Request], flush: Bool = true) {
+        write(.requests(requests), flush: flush)
+    }
+
+    private func write(_ outbound: ClientHandler.Outbound, flush: Bool) {
         let node = self.node
-        let written = flush ? channel.writeAndFlush(ClientHandler.Outbound(requests)) : channel.write(ClientHandler.Outbound(requests))
-        written.whenFailure { error in
-            let e = Self.mapped(error, node: node)
-            for r in requests { r.reply.fail(e) }
-        }
+        let written = flush ? channel.writeAndFlush(outbound) : channel.write(outbound)
+        written.whenFailure { error in outbound.fail(Self.mapped(error, node: node)) }
     }
 
     static func mapped(_ error: any Error, node: String) -> StrongboxError {
@@ -285,7 +280,6 @@ public struct RelayBatch: Sendable {
     public func fail(_ error: StrongboxError) {
         for r in replies { r.fail(error) }
     }
-    public var count: Int { replies.count }
 
     /// Encodes `arguments` as a request; its reply (the exact bytes) will go to `sink` with `tag`.
     public mutating func append(_ arguments: [ByteBuffer], sink: NIOLoopBound<any ReplySink>, tag: Int) {
@@ -337,22 +331,15 @@ final class ClientHandler: ChannelDuplexHandler {
     }
 
     /// One write's worth of requests: to encode, or already encoded with where their replies go.
-    struct Outbound: Sendable {
-        let requests: [Request]
-        let encoded: ByteBuffer?
-        let replies: [ReplyPromise]
-        let timeout: TimeAmount?
-        init(_ requests: [Request]) {
-            self.requests = requests
-            encoded = nil
-            replies = []
-            timeout = nil
-        }
-        init(encoded: ByteBuffer, replies: [ReplyPromise], timeout: TimeAmount?) {
-            requests = []
-            self.encoded = encoded
-            self.replies = replies
-            self.timeout = timeout
+    enum Outbound: Sendable {
+        case requests([Request])
+        case encoded(ByteBuffer, replies: [ReplyPromise], timeout: TimeAmount?)
+
+        func fail(_ error: any Error) {
+            switch self {
+            case .requests(let requests): for r in requests { r.reply.fail(error) }
+            case .encoded(_, let replies, _): for r in replies { r.fail(error) }
+            }
         }
     }
 
@@ -411,48 +398,44 @@ final class ClientHandler: ChannelDuplexHandler {
         let outbound = unwrapOutboundIn(data)
         if closed {
             let error = StrongboxError(code: .connectionClosed, message: "the connection is closed", node: node)
-            for r in outbound.requests { r.reply.fail(error) }
-            for r in outbound.replies { r.fail(error) }
+            outbound.fail(error)
             promise?.fail(error)
             return
         }
-        if let encoded = outbound.encoded {
-            // A relay batch, bytes as they are: one deadline for all with coarse timeouts.
-            let deadline = coarseTimeouts ? outbound.timeout.map { NIODeadline.now() + $0 } : nil
-            for r in outbound.replies {
-                var timer: Scheduled<Void>?
-                if let timeout = outbound.timeout, !coarseTimeouts {
-                    let node = self.node
-                    timer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
-                        r.fail(StrongboxError(code: .timeout, message: "no reply within \(timeout)", node: node))
-                    }
-                }
-                pending.append(Pending(promise: r, timer: timer, deadline: deadline))
+        switch outbound {
+        case .encoded(let bytes, let replies, let timeout):
+            // A relay batch, its bytes as they are.
+            let now = NIODeadline.now()
+            for r in replies { track(r, timeout: timeout, now: now, context: context) }
+            context.write(wrapOutboundOut(bytes), promise: promise)
+        case .requests(let requests):
+            var size = 0
+            for r in requests { size += 16 + r.arguments.reduce(0) { $0 + $1.readableBytes + 16 } }
+            var buffer = context.channel.allocator.buffer(capacity: size)
+            let now = NIODeadline.now()
+            for r in requests {
+                buffer.writeRequest(r.arguments)
+                track(r.reply, timeout: r.timeout, now: now, context: context)
             }
-            context.write(wrapOutboundOut(encoded), promise: promise)
-            return
+            context.write(wrapOutboundOut(buffer), promise: promise)
         }
-        var size = 0
-        for r in outbound.requests { size += 16 + r.arguments.reduce(0) { $0 + $1.readableBytes + 16 } }
-        var buffer = context.channel.allocator.buffer(capacity: size)
-        let loop = context.eventLoop.assumeIsolated()
-        for r in outbound.requests {
-            buffer.writeRequest(r.arguments)
-            var timer: Scheduled<Void>?
-            var deadline: NIODeadline?
-            if let timeout = r.timeout, coarseTimeouts {
-                deadline = .now() + timeout
-            } else if let timeout = r.timeout {
-                let promise = r.reply
-                let node = self.node
-                timer = loop.scheduleTask(in: timeout) {
-                    // The reply may still come; it is dropped then (a completed promise ignores it).
-                    promise.fail(StrongboxError(code: .timeout, message: "no reply within \(timeout)", node: node))
-                }
+    }
+
+    /// Queues a written request's reply, with its timeout: a deadline the sweeper checks (coarse
+    /// timeouts) or a timer of its own.
+    private func track(_ reply: ReplyPromise, timeout: TimeAmount?, now: NIODeadline, context: ChannelHandlerContext) {
+        var timer: Scheduled<Void>?
+        var deadline: NIODeadline?
+        if let timeout, coarseTimeouts {
+            deadline = now + timeout
+        } else if let timeout {
+            let node = self.node
+            timer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+                // The reply may still come; it is dropped then (a completed promise ignores it).
+                reply.fail(StrongboxError(code: .timeout, message: "no reply within \(timeout)", node: node))
             }
-            pending.append(Pending(promise: r.reply, timer: timer, deadline: deadline))
         }
-        context.write(wrapOutboundOut(buffer), promise: promise)
+        pending.append(Pending(promise: reply, timer: timer, deadline: deadline))
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

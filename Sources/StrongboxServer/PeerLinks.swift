@@ -155,9 +155,14 @@ final class LoopLinks: @unchecked Sendable {
     /// written next follows them on the wire: one client's forwards reach a peer in order.
     private func writeBatch(_ index: Int, to connection: StrongboxConnection) {
         guard !slots[index].batch.isEmpty else { return }
+        connection.submit(takeBatch(index), flush: false)
+    }
+
+    /// Peer `index`'s collected relays, leaving an empty batch in their place.
+    private func takeBatch(_ index: Int) -> RelayBatch {
         let batch = slots[index].batch
         slots[index].batch = RelayBatch(allocator: allocator)
-        connection.submit(batch, flush: false)
+        return batch
     }
 
     private func ready(_ index: Int) -> StrongboxConnection? {
@@ -225,9 +230,7 @@ final class LoopLinks: @unchecked Sendable {
             for i in state.pointee.dirtyList {
                 slots[i].dirty = false
                 guard let c = slots[i].connected else {
-                    let batch = slots[i].batch
-                    slots[i].batch = RelayBatch(allocator: allocator)
-                    batch.fail(StrongboxError(code: .connectionClosed, message: "the link to the peer closed"))
+                    takeBatch(i).fail(StrongboxError(code: .connectionClosed, message: "the link to the peer closed"))
                     continue
                 }
                 writeBatch(i, to: c)

@@ -13,7 +13,7 @@ struct KeyspaceTests {
         let ks = Keyspace(shardCount: 4, clock: clock)
         let k = Self.key("lock")
         ks.withShard(for: k) { $0.set(k, value: Self.bytes("token"), deadline: 1_100, now: 1_000) }
-        #expect(ks.withShard(for: k) { $0.entry(k, now: clock.now())?.value.stored } == StoredBytes(Self.bytes("token")))
+        #expect(ks.withShard(for: k) { $0.entry(k, now: clock.now())?.value.buffer } == Self.bytes("token"))
         clock.set(1_100)
         // At the deadline the key still lives (Redis expires when now > deadline).
         #expect(ks.withShard(for: k) { $0.entry(k, now: clock.now()) } != nil)
@@ -120,14 +120,14 @@ struct KeyspaceTests {
         #expect(ks.usedBytesEstimate == 0)
     }
 
-    @Test("a stored key and value are copies: a slice of a large request buffer costs only its own bytes")
+    @Test("a key and value stored from slices of a large request buffer cost only their own bytes")
     func compactStorage() {
         let ks = Keyspace(shardCount: 1, clock: ManualClock())
         let big = ByteBuffer(repeating: 7, count: 1 << 20)
         let k = Key(big.getSlice(at: 100, length: 100)!)
         let v = big.getSlice(at: 10, length: 5)!
         ks.withShard(0) { $0.set(k, value: v, deadline: 0, now: 0) }
-        #expect(ks.withShard(0) { $0.entry(k, now: 0)?.value.stored } == StoredBytes(v))
+        #expect(ks.withShard(0) { $0.entry(k, now: 0)?.value.buffer } == v)
         #expect(ks.totals().usedBytes < 24 + 105 + 32 + 8 * 16)
     }
 
@@ -214,14 +214,27 @@ struct KeyspaceTests {
         #expect(Self.bytes("x").withUnsafeReadableBytes { bytes in ks.withShard(0) { $0.append(Self.key("missing"), bytes) } } == nil)
     }
 
-    @Test("stored bytes round-trip at and around the inline capacity", arguments: [0, 1, 23, 24, 25, 64, 100_000])
-    func storedBytes(length: Int) {
+    @Test("keys round-trip at and around the inline capacity, and are stored and found by their bytes",
+          arguments: [0, 1, 23, 24, 25, 64, 100_000])
+    func keyBytes(length: Int) {
         let bytes = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
-        let stored = StoredBytes(ByteBuffer(bytes: bytes))
-        #expect(stored.count == length)
-        #expect(stored.withUnsafeBytes { Array($0) } == bytes)
-        #expect(stored == StoredBytes(ByteBuffer(bytes: bytes)))
-        if length > 0 { #expect(stored != StoredBytes(ByteBuffer(bytes: bytes.dropLast()))) }
+        let key = Key(ByteBuffer(bytes: bytes))
+        #expect(key.count == length)
+        #expect(key.withUnsafeBytes { Array($0) } == bytes)
+        #expect(key == Key(ByteBuffer(bytes: bytes)))
+        if length > 0 {
+            #expect(key != Key(ByteBuffer(bytes: bytes.dropLast())))
+            var other = bytes
+            other[length - 1] &+= 1
+            #expect(key != Key(ByteBuffer(bytes: other)))
+        }
+        let ks = Keyspace(shardCount: 1, clock: ManualClock())
+        ks.withShard(0) { $0.set(key, value: ByteBuffer(string: "v"), deadline: 0, now: 0) }
+        // Found again through a key made from another buffer holding the same bytes.
+        #expect(ks.withShard(0) { $0.entry(Key(ByteBuffer(bytes: bytes)), now: 0)?.value.buffer } == ByteBuffer(string: "v"))
+        var keys: [ByteBuffer] = []
+        ks.forEachKey(inShard: 0, now: 0) { k, _ in keys.append(k) }
+        #expect(keys == [ByteBuffer(bytes: bytes)])
     }
 
     @Test("multi-key locking covers every shard named, in order, once")

@@ -268,12 +268,16 @@ enum ObjectCommands {
         case bulk(String)
     }
 
+    /// The value as Redis's `int` encoding holds it (at most 20 characters, a 64-bit integer), or nil.
+    private static func integer(_ value: ValueBytes) -> Int64? {
+        value.count <= 20 ? value.withUnsafeBytes { RedisInteger.parse($0) } : nil
+    }
+
     /// The encoding Redis gives a string it has just stored: `int`, `embstr` (up to 44 bytes) or `raw`.
     static func encoding(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
         try withEntry(engine, &inv) { entry, _ in
-            let value = entry.value
-            if value.count <= 20, value.withUnsafeBytes({ RedisInteger.parse($0) }) != nil { return .bulk("int") }
-            return .bulk(value.count <= 44 ? "embstr" : "raw")
+            if integer(entry.value) != nil { return .bulk("int") }
+            return .bulk(entry.value.count <= 44 ? "embstr" : "raw")
         }
     }
 
@@ -300,8 +304,7 @@ enum ObjectCommands {
         let perKeyAccess = engine.config.maxMemory.load(ordering: .relaxed) > 0
             && [.allkeysLRU, .allkeysLFU, .volatileLRU, .volatileLFU].contains(policy)
         try withEntry(engine, &inv) { entry, _ in
-            let value = entry.value
-            if !perKeyAccess, value.count <= 20, let n = value.withUnsafeBytes({ RedisInteger.parse($0) }), n >= 0 && n < 10_000 {
+            if !perKeyAccess, let n = integer(entry.value), n >= 0 && n < 10_000 {
                 return .integer(Int64(Int32.max))
             }
             return .integer(1)

@@ -336,8 +336,7 @@ enum StringCommands {
             let next = current + increment
             var digits = ByteBuffer()
             digits.writeDecimal(next)
-            let value = StoredBytes(digits)
-            if existing != nil { shard.replaceValue(key, with: value) } else { shard.set(key, value: value, deadline: 0, now: now) }
+            if existing != nil { shard.replaceValue(key, with: digits) } else { shard.set(key, value: digits, deadline: 0, now: now) }
             return next
         }
         inv.out.writeRESPInteger(result)
@@ -369,7 +368,7 @@ enum StringCommands {
             let next = current + increment
             if next.isNaN || next.isInfinite { throw CommandError("ERR increment would produce NaN or Infinity") }
             let text = Arg.humanLongDouble(next)
-            let value = StoredBytes(string: text)
+            let value = ByteBuffer(string: text)
             if existing != nil { shard.replaceValue(key, with: value) } else { shard.set(key, value: value, deadline: 0, now: now) }
             return text
         }
