@@ -66,4 +66,81 @@ static inline void sb_register_call(lua_State *L, lua_CFunction impl) {
     lua_pushcfunction(L, sb_redis_call_raising);
     lua_setglobal(L, "__sb_rcall");
 }
+/* Text-only loading (the CVE-2015-4335 class): Lua 5.1 treats a chunk starting with ESC as
+ * precompiled bytecode, which the system liblua would run unchecked. Every chunk is fed to the
+ * parser behind one leading space, so the first byte is never ESC and the parser reports an ESC
+ * as Redis's patched Lua does ("unexpected symbol near 'char(27)'"); line numbers are unchanged. */
+typedef struct { const char *body; size_t length; int stage; } sb_text_reader_state;
+static const char *sb_text_reader(lua_State *L, void *ud, size_t *size) {
+    (void)L;
+    sb_text_reader_state *s = (sb_text_reader_state *)ud;
+    if (s->stage == 0) { s->stage = 1; *size = 1; return " "; }
+    if (s->stage == 1) { s->stage = 2; *size = s->length; return s->length ? s->body : NULL; }
+    *size = 0;
+    return NULL;
+}
+static inline int sb_load_text(lua_State *L, const char *body, size_t length, const char *name) {
+    sb_text_reader_state s = { body, length, 0 };
+    return lua_load(L, sb_text_reader, &s, name);
+}
+/* loadstring(s [, chunkname]) for scripts: text only. */
+static int sb_loadstring(lua_State *L) {
+    size_t length;
+    const char *body = luaL_checklstring(L, 1, &length);
+    const char *name = luaL_optstring(L, 2, body);
+    if (sb_load_text(L, body, length, name) == 0) return 1;
+    lua_pushnil(L);
+    lua_insert(L, -2);
+    return 2;
+}
+static inline void sb_register_loadstring(lua_State *L) {
+    lua_pushcfunction(L, sb_loadstring);
+    lua_setglobal(L, "__sb_loadstring");
+}
+/* Empties every read-only proxy listed in the registry array "sb_proxies": whatever a script
+ * managed to store in one with raw access (rawset, table.insert) never reaches the next script. */
+static inline void sb_wipe_proxies(lua_State *L) {
+    lua_getfield(L, LUA_REGISTRYINDEX, "sb_proxies");
+    if (!lua_istable(L, -1)) { lua_pop(L, 1); return; }
+    int n = (int)lua_objlen(L, -1);
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        if (lua_istable(L, -1)) {
+            lua_pushnil(L);
+            while (lua_next(L, -2) != 0) {
+                lua_pop(L, 1);                 /* the value */
+                lua_pushvalue(L, -1);          /* the key, again */
+                lua_pushnil(L);
+                lua_rawset(L, -4);             /* proxy[key] = nil (allowed while traversing) */
+            }
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+/* lua_rawget with a string key (raw: no metamethod runs). */
+static inline void sb_rawgetfield(lua_State *L, int index, const char *k) {
+    if (index < 0 && index > LUA_REGISTRYINDEX) index = lua_gettop(L) + index + 1;
+    lua_pushstring(L, k);
+    lua_rawget(L, index);
+}
+/* Wraps a Lua function in a C closure. Lua 5.1 turns `return f()` into a tail call that drops
+ * the calling script's frame; a C function is never tail-called, so errors raised by a library
+ * function written in Lua can still name the script line that called it (as Redis's C ones do). */
+static int sb_trampoline(lua_State *L) {
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+static int sb_cwrap(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_settop(L, 1);
+    lua_pushcclosure(L, sb_trampoline, 1);
+    return 1;
+}
+static inline void sb_register_cwrap(lua_State *L) {
+    lua_pushcfunction(L, sb_cwrap);
+    lua_setglobal(L, "__sb_cwrap");
+}
 #endif

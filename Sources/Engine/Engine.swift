@@ -64,6 +64,8 @@ public final class EngineStats: Sendable {
 /// are held only for the in-memory work.
 public final class Engine: Sendable {
     public static let redisVersion = "7.0.15"
+    /// `redis.REDIS_VERSION_NUM`: major << 16 | minor << 8 | patch.
+    public static let redisVersionNumber = 7 << 16 | 0 << 8 | 15
     public static let strongboxVersion = "0.1.0"
 
     public let keyspace: Keyspace

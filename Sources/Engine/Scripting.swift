@@ -20,6 +20,9 @@ import Darwin
 /// interleaves with it; the one Lua state is only ever touched under that lock. Lua errors are
 /// raised only from Lua or C frames (the kill hook, the `redis.call` wrapper), never through Swift.
 public final class ScriptEngine: @unchecked Sendable {
+    /// The longest string `string.rep` may build (a C loop neither the time limit nor
+    /// `SCRIPT KILL` can stop): `proto-max-bulk-len`'s default.
+    static let maxStringBytes = 512 * 1024 * 1024
     /// Where connections run Lua scripts: one serial queue, off every event loop.
     public let queue = DispatchQueue(label: "strongbox.scripts")
     /// When the running script started (keyspace clock), or 0 when none runs.
@@ -63,6 +66,10 @@ public final class ScriptEngine: @unchecked Sendable {
         sb_lua_setglobal(L, "__sb_sha1")
         sb_lua_pushcfunction(L, scriptLog)
         sb_lua_setglobal(L, "__sb_log")
+        sb_lua_pushcfunction(L, scriptSetResp)
+        sb_lua_setglobal(L, "__sb_setresp")
+        sb_register_loadstring(L)
+        sb_register_cwrap(L)
         sb_install_kill_hook(L, killFlag)
         return L
     }
@@ -73,42 +80,124 @@ public final class ScriptEngine: @unchecked Sendable {
     private static func bootstrap(_ L: OpaquePointer) -> Int32 {
         let library = """
             local getinfo, setenv = debug.getinfo, setfenv
-            local rawcall, raisingcall, sha1, log = __sb_call, __sb_rcall, __sb_sha1, __sb_log
-            local type, error, tostring, concat = type, error, tostring, table.concat
-            __sb_call, __sb_rcall, __sb_sha1, __sb_log = nil, nil, nil, nil
+            local rawcall, raisingcall, sha1, log, textload, setresp, cwrap = __sb_call, __sb_rcall, __sb_sha1, __sb_log, __sb_loadstring, __sb_setresp, __sb_cwrap
+            local type, error, tostring, concat, rawset, rawget, select, unpack, next, pairs, ipairs, setmetatable =
+                  type, error, tostring, table.concat, rawset, rawget, select, unpack, next, pairs, ipairs, setmetatable
+            local rawpcall, tinsert, tremove, tsort, srep, sfind, smatch, sgmatch, sgsub =
+                  pcall, table.insert, table.remove, table.sort, string.rep, string.find, string.match, string.gmatch, string.gsub
+            __sb_call, __sb_rcall, __sb_sha1, __sb_log, __sb_loadstring, __sb_setresp, __sb_cwrap = nil
             redis = {}
             redis.call = raisingcall
             redis.pcall = rawcall
             redis.error_reply = function(e) return {err = e} end
             redis.status_reply = function(s) return {ok = s} end
-            redis.sha1hex = function(s)
-              if type(s) ~= 'string' and type(s) ~= 'number' then error('wrong number of arguments', 2) end
-              return sha1(tostring(s))
+            redis.sha1hex = function(...)
+              if select('#', ...) ~= 1 then error('wrong number of arguments', 0) end
+              local s = ...
+              local t = type(s)
+              return sha1((t == 'string' or t == 'number') and tostring(s) or '')
             end
             redis.LOG_DEBUG, redis.LOG_VERBOSE, redis.LOG_NOTICE, redis.LOG_WARNING = 0, 1, 2, 3
-            redis.log = function(level, ...)
-              local parts = {...}
-              for i = 1, #parts do parts[i] = tostring(parts[i]) end
-              log(level, concat(parts, ' '))
+            -- Redis's checks, in its order; a level that is NaN or out of range is refused, never converted.
+            redis.log = function(...)
+              local n = select('#', ...)
+              if n < 2 then error('redis.log() requires two arguments or more.', 0) end
+              local level = ...
+              if type(level) ~= 'number' then error('First argument must be a number (log level).', 0) end
+              if level ~= level or level <= -1 or level >= 4 then error('Invalid debug level.', 0) end
+              local parts = {}
+              for i = 2, n do
+                local v = select(i, ...)
+                local t = type(v)
+                if t == 'string' or t == 'number' then parts[#parts + 1] = tostring(v) end
+              end
+              log(level - level % 1, concat(parts, ' '))
             end
-            redis.setresp = function(v) if v ~= 2 then error('RESP version must be 2', 2) end end
+            redis.setresp = function(...)
+              if select('#', ...) ~= 1 then error('redis.setresp() requires one argument.', 0) end
+              local v = ...
+              if v ~= 2 and v ~= 3 then error('RESP version must be 2 or 3.', 0) end
+              setresp(v)
+            end
+            redis.REPL_NONE, redis.REPL_AOF, redis.REPL_SLAVE, redis.REPL_REPLICA, redis.REPL_ALL = 0, 1, 2, 2, 3
+            redis.set_repl = function(...)
+              if select('#', ...) ~= 1 then error('redis.set_repl() requires one argument.', 0) end
+              local v = ...
+              if type(v) ~= 'number' or v < 0 or v > 3 then error('Invalid replication flags. Use REPL_AOF, REPL_REPLICA, REPL_ALL or REPL_NONE.', 0) end
+            end
+            redis.replicate_commands = function() return true end
+            redis.breakpoint = function() return false end
+            redis.debug = function() end
+            redis.REDIS_VERSION = '\(Engine.redisVersion)'
+            redis.REDIS_VERSION_NUM = \(Engine.redisVersionNumber)
             -- As in Redis, pcall hands scripts an error reply's text, not the table.
-            local rawpcall, select, unpack = pcall, select, unpack
             local function pack(...) return {n = select('#', ...), ...} end
             pcall = function(...)
               local r = pack(rawpcall(...))
-              if not r[1] and type(r[2]) == 'table' and r[2].err ~= nil then r[2] = r[2].err end
+              if not r[1] and type(r[2]) == 'table' and type(rawget(r[2], 'err')) == 'string' then r[2] = rawget(r[2], 'err') end
               return unpack(r, 1, r.n)
             end
-            debug, dofile, loadfile, load, loadstring, module, require, package, newproxy, gcinfo, setfenv = nil
+            -- Text only: a precompiled chunk is parsed as text (and refused), as Redis's Lua does.
+            loadstring = textload
+            load = function(f, name)
+              if type(f) == 'string' then return textload(f, name) end
+              local parts = {}
+              while true do
+                local piece = f()
+                if piece == nil or piece == '' then break end
+                if type(piece) ~= 'string' then return nil, 'reader function must return a string' end
+                parts[#parts + 1] = piece
+              end
+              return textload(concat(parts), name or '=(load)')
+            end
+            -- string.rep and Lua 5.1's recursive pattern matcher run in C, where neither the time
+            -- limit nor SCRIPT KILL reaches: bound what they can be asked to do.
+            string.rep = function(s, n, ...)
+              if type(n) == 'number' and type(s) == 'string' and #s * n > \(Self.maxStringBytes) then
+                error('resulting string too large', 2)
+              end
+              return srep(s, n, ...)
+            end
+            local function checkPattern(p)
+              if type(p) == 'string' and #p > 200 and select(2, sgsub(p, '[%?%*%+%-%(%%]', '')) > 200 then
+                error('pattern too complex', 3)
+              end
+            end
+            string.find = function(s, p, ...) checkPattern(p) return sfind(s, p, ...) end
+            string.match = function(s, p, ...) checkPattern(p) return smatch(s, p, ...) end
+            string.gmatch = function(s, p) checkPattern(p) return sgmatch(s, p) end
+            string.gsub = function(s, p, ...) checkPattern(p) return sgsub(s, p, ...) end
+            debug, dofile, loadfile, module, require, package, newproxy, setfenv, getfenv, print = nil
             -- Read-only tables as Redis has them: an empty proxy whose reads fall through to the
-            -- real table (a table __index, so reads stay fast) and whose writes always fail.
+            -- real table (a table __index, so reads stay fast) and whose writes always fail. Raw
+            -- writes (rawset, table.insert on a proxy) are refused too, and whatever gets past is
+            -- wiped after every script (`sb_proxies`).
+            local proxies, isProxy = {}, {}
             local function readonly(t, missing)
               if missing then setmetatable(t, {__index = missing}) end
-              return setmetatable({}, {__index = t, __newindex = function() error('Attempt to modify a readonly table', 2) end,
-                                       __metatable = false})
+              local p = setmetatable({}, {__index = t, __newindex = function() error('Attempt to modify a readonly table', 2) end,
+                                          __metatable = false})
+              proxies[#proxies + 1] = p
+              isProxy[p] = true
+              return p
             end
-            for _, name in ipairs({'redis', 'string', 'table', 'math'}) do _G[name] = readonly(_G[name]) end
+            local function guard(f)
+              return function(t, ...)
+                if isProxy[t] then error('Attempt to modify a readonly table', 0) end
+                return f(t, ...)
+              end
+            end
+            _G.rawset, table.insert, table.remove, table.sort = guard(rawset), guard(tinsert), guard(tremove), guard(tsort)
+            -- Library functions written here raise their errors as Redis's C ones: naming the caller's line.
+            for _, name in ipairs({'sha1hex', 'log', 'setresp', 'set_repl'}) do redis[name] = cwrap(redis[name]) end
+            for _, name in ipairs({'redis', 'string', 'table', 'math', 'coroutine', 'bit', 'cjson', 'struct', 'cmsgpack'}) do
+              if _G[name] ~= nil then _G[name] = readonly(_G[name]) end
+            end
+            -- Strings' metatable: methods come from the read-only string table, and
+            -- getmetatable('') hands out a read-only view, never the real metatable.
+            local smt = getmetatable('')
+            smt.__index = _G.string
+            smt.__metatable = readonly({__index = _G.string})
             local backing = {}
             for k, v in pairs(_G) do backing[k] = v end
             local globals = readonly(backing, function(_, k)
@@ -116,6 +205,7 @@ public final class ScriptEngine: @unchecked Sendable {
             end)
             backing._G = globals
             -- The error handler: where in the user's script the error happened, and its text.
+            -- Only raw reads and type checks here: an error object's metamethods never run.
             local function handler(e)
               local line = 0
               for level = 2, 64 do
@@ -123,23 +213,27 @@ public final class ScriptEngine: @unchecked Sendable {
                 if not info then break end
                 if info.source == '@user_script' then line = info.currentline break end
               end
-              if type(e) == 'table' and e.err ~= nil then return {err = tostring(e.err), line = line} end
-              return {err = 'ERR ' .. tostring(e), line = line}
+              local t = type(e)
+              if t == 'table' and type(rawget(e, 'err')) == 'string' then return {err = rawget(e, 'err'), line = line} end
+              if t == 'string' or t == 'number' then return {err = 'ERR ' .. e, line = line} end
+              if t == 'nil' then return {err = 'ERR nil', line = line} end
+              return {err = 'ERR unknown error (a script raised a ' .. t .. ')', line = line}
             end
             -- Scripts compiled from now on see the read-only globals.
             setenv(0, globals)
-            return handler, backing
+            return handler, backing, proxies
             """
         var bytes = Array(library.utf8)
         let loaded = bytes.withUnsafeMutableBufferPointer { p in
             luaL_loadbuffer(L, UnsafeRawPointer(p.baseAddress!).assumingMemoryBound(to: CChar.self), p.count, "@sb_lib")
         }
-        guard loaded == 0, lua_pcall(L, 0, 2, 0) == 0 else {
+        guard loaded == 0, lua_pcall(L, 0, 3, 0) == 0 else {
             // The library is a constant: failing to load it is a build defect, not an input error.
             let message = String(cString: lua_tolstring(L, -1, nil))
             fatalError("strongbox: Lua library failed to load: \(message)")
         }
-        // Stack: handler, backing globals (where KEYS and ARGV are set for each call).
+        // Stack: handler, backing globals (where KEYS and ARGV are set for each call), proxies.
+        lua_setfield(L, sb_lua_registryindex(), "sb_proxies")
         lua_setfield(L, sb_lua_registryindex(), "sb_globals")
         return luaL_ref(L, sb_lua_registryindex())
     }
@@ -169,7 +263,7 @@ public final class ScriptEngine: @unchecked Sendable {
             lua_setfield(L, sb_lua_registryindex(), "sb_scripts")
         }
         let status = body.withUnsafeBufferPointer { p in
-            luaL_loadbuffer(L, UnsafeRawPointer(p.baseAddress ?? UnsafePointer(bitPattern: 1)!).assumingMemoryBound(to: CChar.self), p.count, "@user_script")
+            sb_load_text(L, UnsafeRawPointer(p.baseAddress ?? UnsafePointer(bitPattern: 1)!).assumingMemoryBound(to: CChar.self), p.count, "@user_script")
         }
         guard status == 0 else {
             let message = Self.string(L, -1)
@@ -184,12 +278,12 @@ public final class ScriptEngine: @unchecked Sendable {
 
     /// Forgets every script (`SCRIPT FLUSH`). Call under exclusive access.
     func flush() {
-        let L = state
-        lua_pushnil(L)
-        lua_setfield(L, sb_lua_registryindex(), "sb_scripts")
+        // A new Lua state: nothing any script did survives a flush.
+        lua_close(state)
+        state = Self.makeState(killFlag: killFlag)
+        messageHandlerRef = Self.bootstrap(state)
         bodies = [:]
         known.withLock { $0 = [] }
-        lua_gc(L, LUA_GCCOLLECT, 0)
     }
 
     /// `SCRIPT KILL`. - Returns: nil when a kill was requested, else the error to reply.
@@ -227,26 +321,32 @@ public final class ScriptEngine: @unchecked Sendable {
         runningSince.store(max(1, engine.keyspace.clock.now()), ordering: .relaxed)
         let status = withExtendedLifetime(context) { lua_pcall(L, 0, 1, 1) }
         runningSince.store(0, ordering: .relaxed)
-        lua_pushnil(L)
-        lua_setfield(L, sb_lua_registryindex(), "sb_context")
         sb_reset_kill_hook(L)
-        defer { lua_settop(L, 0) }
+        defer {
+            lua_pushnil(L)
+            lua_setfield(L, sb_lua_registryindex(), "sb_context")
+            lua_settop(L, 0)
+            sb_wipe_proxies(L)
+        }
         if status != 0 {
+            // The handler's table, or (when the handler itself failed, or memory ran out) a string.
             var message = "ERR unknown error"
             var line: Int64 = 0
             if sb_lua_istable(L, -1) != 0 {
-                lua_getfield(L, -1, "err")
-                message = Self.string(L, -1)
+                sb_rawgetfield(L, -1, "err")
+                if lua_type(L, -1) == LUA_TSTRING { message = Self.string(L, -1) }
                 sb_lua_pop(L, 1)
-                lua_getfield(L, -1, "line")
-                line = Int64(lua_tonumber(L, -1))
+                sb_rawgetfield(L, -1, "line")
+                let n = lua_tonumber(L, -1)
+                line = n.isFinite && n >= 0 && n < 1e9 ? Int64(n) : 0
                 sb_lua_pop(L, 1)
-            } else {
+            } else if lua_type(L, -1) == LUA_TSTRING {
                 message = "ERR " + Self.string(L, -1)
             }
             throw CommandError("\(message) script: \(sha), on @user_script:\(line).")
         }
-        Self.writeReply(L, -1, into: &inv.out, version: inv.version, depth: 0)
+        // Conversion reads with raw access only: nothing the script returns runs Lua code now.
+        Self.writeReply(L, -1, into: &inv.out, version: inv.version, resp3: context.resp == 3, depth: 0)
     }
 
     private static func setGlobalArray(_ L: OpaquePointer, _ name: String, _ values: ArraySlice<ByteBuffer>) {
@@ -278,7 +378,7 @@ public final class ScriptEngine: @unchecked Sendable {
     }
 
     /// Redis's Lua → RESP conversion of a script's return value.
-    static func writeReply(_ L: OpaquePointer, _ index: Int32, into out: inout ByteBuffer, version: RESPVersion, depth: Int) {
+    static func writeReply(_ L: OpaquePointer, _ index: Int32, into out: inout ByteBuffer, version: RESPVersion, resp3: Bool, depth: Int) {
         let index = index < 0 ? lua_gettop(L) + index + 1 : index
         switch lua_type(L, index) {
         case LUA_TSTRING:
@@ -286,30 +386,39 @@ public final class ScriptEngine: @unchecked Sendable {
             let p = lua_tolstring(L, index, &length)
             out.writeRESPBulk(bytes: UnsafeRawBufferPointer(start: p, count: length))
         case LUA_TBOOLEAN:
-            if lua_toboolean(L, index) != 0 { out.writeRESPInteger(1) } else { out.writeRESPNull(version: version) }
+            if resp3 {
+                // RESP3 true/false (RESP2 clients get 1 / 0, as Redis's addReplyBool).
+                let truth = lua_toboolean(L, index) != 0
+                if version == .v3 { out.writeString(truth ? "#t\r\n" : "#f\r\n") } else { out.writeRESPInteger(truth ? 1 : 0) }
+            } else if lua_toboolean(L, index) != 0 {
+                out.writeRESPInteger(1)
+            } else {
+                out.writeRESPNull(version: version)
+            }
         case LUA_TNUMBER:
             let n = lua_tonumber(L, index)
             // Redis truncates toward zero: (long long)lua_tonumber.
             out.writeRESPInteger(n.isFinite && abs(n) < 9.2e18 ? Int64(n) : (n.isNaN ? 0 : (n > 0 ? Int64.max : Int64.min)))
         case LUA_TTABLE:
-            lua_getfield(L, index, "err")
+            guard depth < 64, lua_checkstack(L, 8) != 0 else {
+                out.writeRESPError("ERR reached lua stack limit")
+                return
+            }
+            sb_rawgetfield(L, index, "err")
             if lua_type(L, -1) == LUA_TSTRING {
                 out.writeRESPError(string(L, -1))
                 sb_lua_pop(L, 1)
                 return
             }
             sb_lua_pop(L, 1)
-            lua_getfield(L, index, "ok")
+            if resp3, writeRESP3Table(L, index, into: &out, version: version, depth: depth) { return }
+            sb_rawgetfield(L, index, "ok")
             if lua_type(L, -1) == LUA_TSTRING {
                 out.writeRESPSimpleString(string(L, -1).replacing("\r", with: " ").replacing("\n", with: " "))
                 sb_lua_pop(L, 1)
                 return
             }
             sb_lua_pop(L, 1)
-            guard depth < 64, lua_checkstack(L, 4) != 0 else {
-                out.writeRESPError("ERR reached lua stack limit")
-                return
-            }
             // An array: elements 1, 2, … up to the first nil.
             var count = 0
             while true {
@@ -322,7 +431,7 @@ public final class ScriptEngine: @unchecked Sendable {
             out.writeRESPArrayHeader(count)
             for i in 0..<count {
                 lua_rawgeti(L, index, Int32(i + 1))
-                writeReply(L, -1, into: &out, version: version, depth: depth + 1)
+                writeReply(L, -1, into: &out, version: version, resp3: resp3, depth: depth + 1)
                 sb_lua_pop(L, 1)
             }
         default:
@@ -330,8 +439,100 @@ public final class ScriptEngine: @unchecked Sendable {
         }
     }
 
+    /// A script under `redis.setresp(3)` returns RESP3 types as tables: `{map = {...}}`,
+    /// `{set = {...}}`, `{double = n}`, `{big_number = s}`. - Returns: false for any other table.
+    private static func writeRESP3Table(_ L: OpaquePointer, _ index: Int32, into out: inout ByteBuffer, version: RESPVersion, depth: Int) -> Bool {
+        sb_rawgetfield(L, index, "double")
+        if lua_type(L, -1) == LUA_TNUMBER {
+            out.writeRESPDouble(lua_tonumber(L, -1), version: version)
+            sb_lua_pop(L, 1)
+            return true
+        }
+        sb_lua_pop(L, 1)
+        sb_rawgetfield(L, index, "big_number")
+        if lua_type(L, -1) == LUA_TSTRING {
+            let text = string(L, -1).replacing("\r", with: " ").replacing("\n", with: " ")
+            if version == .v3 { out.writeString("(\(text)\r\n") } else { out.writeRESPBulk(string: text) }
+            sb_lua_pop(L, 1)
+            return true
+        }
+        sb_lua_pop(L, 1)
+        for (field, isMap) in [("map", true), ("set", false)] {
+            sb_rawgetfield(L, index, field)
+            guard sb_lua_istable(L, -1) != 0 else { sb_lua_pop(L, 1); continue }
+            let table = lua_gettop(L)
+            var count = 0
+            lua_pushnil(L)
+            while lua_next(L, table) != 0 { count += 1; sb_lua_pop(L, 1) }
+            if isMap { out.writeRESPMapHeader(count, version: version) } else { out.writeRESPSetHeader(count, version: version) }
+            lua_pushnil(L)
+            while lua_next(L, table) != 0 {
+                // Key at -2, value at -1: the key is written from a copy, so lua_next's key stays untouched.
+                lua_pushvalue(L, -2)
+                writeReply(L, -1, into: &out, version: version, resp3: true, depth: depth + 1)
+                sb_lua_pop(L, 1)
+                if isMap { writeReply(L, -1, into: &out, version: version, resp3: true, depth: depth + 1) }
+                sb_lua_pop(L, 1)
+            }
+            sb_lua_pop(L, 1)
+            return true
+        }
+        return false
+    }
+
     /// Redis's RESP → Lua conversion of a `redis.call` reply.
-    static func push(_ L: OpaquePointer, _ value: RESPValue, depth: Int) {
+    static func push(_ L: OpaquePointer, _ value: RESPValue, depth: Int, resp3: Bool = false) {
+        if resp3 {
+            switch value {
+            case .null, .nullArray:
+                lua_pushnil(L)
+                return
+            case .map(let pairs):
+                guard lua_checkstack(L, 6) != 0 else { return }
+                sb_lua_newtable(L)
+                lua_pushstring(L, "map")
+                lua_createtable(L, 0, Int32(clamping: pairs.count))
+                for (k, v) in pairs where depth < 64 {
+                    push(L, k, depth: depth + 1, resp3: true)
+                    push(L, v, depth: depth + 1, resp3: true)
+                    lua_rawset(L, -3)
+                }
+                lua_rawset(L, -3)
+                return
+            case .set(let items):
+                guard lua_checkstack(L, 6) != 0 else { return }
+                sb_lua_newtable(L)
+                lua_pushstring(L, "set")
+                lua_createtable(L, 0, Int32(clamping: items.count))
+                for item in items where depth < 64 {
+                    push(L, item, depth: depth + 1, resp3: true)
+                    lua_pushboolean(L, 1)
+                    lua_rawset(L, -3)
+                }
+                lua_rawset(L, -3)
+                return
+            case .double(let d):
+                sb_lua_newtable(L)
+                lua_pushnumber(L, d)
+                lua_setfield(L, -2, "double")
+                return
+            case .bigNumber(let text):
+                sb_lua_newtable(L)
+                lua_pushstring(L, text)
+                lua_setfield(L, -2, "big_number")
+                return
+            case .array(let items), .push(let items):
+                guard lua_checkstack(L, 4) != 0 else { return }
+                lua_createtable(L, Int32(clamping: items.count), 0)
+                for (i, item) in items.enumerated() where depth < 64 {
+                    push(L, item, depth: depth + 1, resp3: true)
+                    lua_rawseti(L, -2, Int32(clamping: i + 1))
+                }
+                return
+            default:
+                break
+            }
+        }
         guard lua_checkstack(L, 4) != 0 else { return }
         switch value {
         case .simpleString(let s):
@@ -387,6 +588,8 @@ final class ScriptContext {
     let readOnly: Bool
     let scripts: ScriptEngine
     var invocation: Invocation
+    /// `redis.setresp`: the protocol `redis.call` replies come in (2 or 3).
+    var resp = 2
 
     init(engine: Engine, session: Session, readOnly: Bool, now: Int64, scripts: ScriptEngine) {
         self.engine = engine
@@ -416,6 +619,7 @@ final class ScriptContext {
         if writes { scripts.runningScriptWrote.store(true, ordering: .relaxed) }
         invocation.args = args
         invocation.out.clear()
+        invocation.session.protocolVersion = resp == 3 ? .v3 : .v2
         engine.execute(&invocation, fromScript: true)
         var out = invocation.out
         return (try? RESPValueDecoder().next(from: &out)) ?? .error("ERR internal error decoding a reply")
@@ -445,8 +649,15 @@ private let scriptCall: lua_CFunction = { L in
     }
     let reply = context.call(args)
     lua_settop(L, 0)
-    ScriptEngine.push(L, reply, depth: 0)
+    ScriptEngine.push(L, reply, depth: 0, resp3: context.resp == 3)
     return 1
+}
+
+/// `redis.setresp` (the Lua wrapper checks the argument).
+private let scriptSetResp: lua_CFunction = { L in
+    guard let L else { return 0 }
+    ScriptContext.current(in: L)?.resp = lua_tonumber(L, 1) == 3 ? 3 : 2
+    return 0
 }
 
 /// `redis.sha1hex` (the Lua wrapper checks the argument).
@@ -463,6 +674,8 @@ private let scriptSHA1: lua_CFunction = { L in
 private let scriptLog: lua_CFunction = { L in
     guard let L else { return 0 }
     let message = ScriptEngine.string(L, 2)
-    ScriptContext.current(in: L)?.engine.scriptLog(Int(lua_tonumber(L, 1)), message)
+    // The Lua wrapper passed a whole level in 0...3.
+    let level = lua_tonumber(L, 1)
+    ScriptContext.current(in: L)?.engine.scriptLog(level >= 0 && level <= 3 ? Int(level) : 3, message)
     return 0
 }

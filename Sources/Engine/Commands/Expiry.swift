@@ -74,7 +74,8 @@ enum ExpiryCommands {
             guard entry.hasDeadline else { return -1 }
             var ttl = absolute ? entry.deadline : entry.deadline - now
             if ttl < 0 { ttl = 0 }
-            return milliseconds ? ttl : (ttl + 500) / 1000
+            // Rounded to the nearest second without overflowing at a deadline near Int64.max.
+            return milliseconds ? ttl : Int64((UInt64(ttl) + 500) / 1000)
         }
         inv.out.writeRESPInteger(result)
     }

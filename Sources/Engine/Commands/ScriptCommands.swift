@@ -104,7 +104,7 @@ enum KnownScript {
     /// Milliseconds argument the native path takes: an integer small enough that Lua would
     /// print it back unchanged (`%.14g`) and no deadline can overflow.
     private static func milliseconds(_ b: ByteBuffer) -> Int64? {
-        guard let v = RedisInteger.parse(b), abs(v) < 10_000_000_000_000 else { return nil }
+        guard let v = RedisInteger.parse(b), v.magnitude < 10_000_000_000_000 else { return nil }
         return v
     }
 
@@ -135,6 +135,9 @@ enum KnownScript {
                 guard let entry = shard.entry(key, now: now), entry.value.equals(token) else { return 0 }
                 guard entry.hasDeadline else { return 0 }  // PTTL -1: the script returns 0
                 let remaining = max(0, entry.deadline - now)
+                // A deadline far out (PXAT near Int64.max): Lua's number formatting decides what
+                // the script does with it, so the Lua runs.
+                guard !additive || remaining < 10_000_000_000_000 else { return nil }
                 Self.pexpire(&shard, key, additive ? ms + remaining : ms, now: now)
                 return 1
             }
