@@ -115,6 +115,8 @@ extension Engine {
         default:
             break
         }
+        // Odd MSET-style arity: no routing; the command's own check answers the arity error.
+        if spec.keyStep > 1, spec.lastKey < 0, (invocation.args.count - spec.firstKey) % spec.keyStep != 0 { return false }
         // One walk over the keys: the first key's slot and owner, and whether any key differs.
         var slot = -1, owner = -1, otherSlot = false, otherOwner = false
         Self.forEachKeyPosition(spec, invocation.args) { p in
@@ -167,6 +169,20 @@ extension Engine {
         }
         invocation.forward = .split(parts: parts, merge: merge)
         return true
+    }
+
+    /// For a command from a peer link: `-MOVED` when a key is not this node's (a ring that
+    /// disagrees, or a client posing as a peer), else nil.
+    func refusalForPeer(_ cluster: ClusterState, _ spec: CommandSpec, _ args: [ByteBuffer]) -> String? {
+        var foreign = -1
+        Self.forEachKeyPosition(spec, args) { p in
+            guard foreign < 0 else { return }
+            let s = args[p].withUnsafeReadableBytes { HashSlot.slot(forKeyBytes: $0) }
+            if cluster.ownerIndex(ofSlot: s) != cluster.myIndex { foreign = s }
+        }
+        guard foreign >= 0 else { return nil }
+        let m = cluster.ring.members[cluster.ownerIndex(ofSlot: foreign)]
+        return "MOVED \(foreign) \(m.host):\(m.port)"
     }
 
     /// Calls `body` with the argument position of each key of the command, in order.

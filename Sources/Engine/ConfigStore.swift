@@ -9,6 +9,8 @@ public final class ConfigStore: Sendable {
         case integer(min: Int64, max: Int64)
         /// A byte size with redis's units (`1k` = 1000, `1kb` = 1024, `mb`, `gb`).
         case memory
+        /// A byte size no smaller than `min` (Redis's range for the request limits).
+        case memoryAtLeast(Int64)
         case yesNo
         case oneOf([String])
         case string
@@ -35,17 +37,19 @@ public final class ConfigStore: Sendable {
         Parameter(name: "port", kind: .integer(min: 0, max: 65535), mutable: false, defaultValue: "6379"),
         Parameter(name: "protected-mode", kind: .yesNo, mutable: true, defaultValue: "yes"),
         Parameter(name: "requirepass", kind: .string, mutable: true, defaultValue: ""),
-        Parameter(name: "maxclients", kind: .integer(min: 1, max: Int64(Int32.max)), mutable: true, defaultValue: "10000"),
+        Parameter(name: "maxclients", kind: .integer(min: 1, max: Int64(UInt32.max)), mutable: true, defaultValue: "10000"),
         Parameter(name: "timeout", kind: .integer(min: 0, max: Int64(Int32.max)), mutable: true, defaultValue: "0"),
-        Parameter(name: "proto-max-bulk-len", kind: .memory, mutable: true, defaultValue: "536870912"),
-        Parameter(name: "client-query-buffer-limit", kind: .memory, mutable: true, defaultValue: "1073741824"),
+        // Redis's minimum (1mb): a smaller limit would refuse the requests clients open with.
+        Parameter(name: "proto-max-bulk-len", kind: .memoryAtLeast(1024 * 1024), mutable: true, defaultValue: "536870912"),
+        Parameter(name: "client-query-buffer-limit", kind: .memoryAtLeast(1024 * 1024), mutable: true, defaultValue: "1073741824"),
         Parameter(name: "loglevel", kind: .oneOf(["debug", "verbose", "notice", "warning", "nothing"]), mutable: true, defaultValue: "notice"),
         Parameter(name: "logfile", kind: .string, mutable: false, defaultValue: ""),
         Parameter(name: "threads", kind: .integer(min: 1, max: 256), mutable: false, defaultValue: "0"),
         Parameter(name: "tcp-backlog", kind: .integer(min: 0, max: Int64(Int32.max)), mutable: false, defaultValue: "511"),
         Parameter(name: "tcp-keepalive", kind: .integer(min: 0, max: Int64(Int32.max)), mutable: true, defaultValue: "300"),
-        Parameter(name: "hz", kind: .integer(min: 1, max: 500), mutable: true, defaultValue: "10"),
-        Parameter(name: "busy-reply-threshold", kind: .integer(min: 0, max: Int64(Int32.max)), mutable: true, defaultValue: "5000"),
+        // Redis takes any hz and clamps it to 1…500.
+        Parameter(name: "hz", kind: .integer(min: 0, max: Int64(Int32.max)), mutable: true, defaultValue: "10"),
+        Parameter(name: "busy-reply-threshold", kind: .integer(min: 0, max: Int64.max), mutable: true, defaultValue: "5000"),
         // Accepted so tools that ask for them (redis-benchmark asks for save and appendonly) get answers.
         Parameter(name: "databases", kind: .integer(min: 1, max: 1), mutable: false, defaultValue: "1"),
         Parameter(name: "save", kind: .string, mutable: true, defaultValue: ""),
@@ -59,6 +63,7 @@ public final class ConfigStore: Sendable {
         Parameter(name: "daemonize", kind: .yesNo, mutable: false, defaultValue: "no"),
         // Static cluster membership: the same list on every node (host:port[@node-id], comma-separated).
         Parameter(name: "cluster-peers", kind: .string, mutable: false, defaultValue: ""),
+        Parameter(name: "cluster-auth", kind: .string, mutable: false, defaultValue: ""),
         Parameter(name: "cluster-mode", kind: .oneOf(["proxy", "redirect"]), mutable: false, defaultValue: "proxy"),
         Parameter(name: "cluster-announce-ip", kind: .string, mutable: false, defaultValue: ""),
         Parameter(name: "cluster-virtual-nodes", kind: .integer(min: 1, max: 4096), mutable: false, defaultValue: "256"),
@@ -112,6 +117,13 @@ public final class ConfigStore: Sendable {
             guard let n = Int64(value) else { throw ConfigError(parameter: p.name, reason: "argument couldn't be parsed into an integer") }
             guard n >= min && n <= max else {
                 throw ConfigError(parameter: p.name, reason: "argument must be between \(min) and \(max) inclusive")
+            }
+            if p.name == "hz" { return String(Swift.min(500, Swift.max(1, n))) }
+            return String(n)
+        case .memoryAtLeast(let least):
+            guard let n = parseMemory(value) else { throw ConfigError(parameter: p.name, reason: "argument must be a memory value") }
+            guard n >= least else {
+                throw ConfigError(parameter: p.name, reason: "argument must be between \(least) and \(Int64.max) inclusive")
             }
             return String(n)
         case .memory:
@@ -190,5 +202,11 @@ public final class ConfigStore: Sendable {
     }
 
     public var requirePass: String { self.get("requirepass") ?? "" }
+    /// What a cluster member proves itself with (`AUTH strongbox-peer <secret>`): `cluster-auth`,
+    /// else `requirepass`; empty when neither is set.
+    public var peerSecret: String {
+        let own = self.get("cluster-auth") ?? ""
+        return own.isEmpty ? requirePass : own
+    }
     public func integer(_ name: String) -> Int { Int(self.get(name) ?? "") ?? 0 }
 }

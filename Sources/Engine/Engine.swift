@@ -26,12 +26,32 @@ public protocol EngineHost: AnyObject, Sendable {
 }
 
 /// Which clients `CLIENT KILL` closes.
+///
+/// Every criterion given must hold (a filter with none matches every client but, with `SKIPME
+/// yes`, the caller): Redis 7's `ID`, `TYPE`, `USER`, `ADDR`, `LADDR`, `SKIPME`, and `MAXAGE`.
 public struct ClientKillFilter: Sendable {
     public var id: UInt64?
     public var address: String?
     public var localAddress: String?
     public var skipMe = true
+    /// `TYPE master|replica|pubsub`: no client here is one (nor, for now, a subscriber).
+    public var matchesNoClient = false
+    /// `MAXAGE s`: clients connected at least this many seconds.
+    public var maxAgeSeconds: Int64?
+    /// The keyspace clock when the filter was made (for `MAXAGE`).
+    public var now: Int64 = 0
     public init() {}
+
+    /// Whether `session` is one to close. `requester` is the id of the client asking.
+    public func matches(_ session: Session, requester: UInt64) -> Bool {
+        if matchesNoClient { return false }
+        if skipMe && session.id == requester { return false }
+        if let id, id != session.id { return false }
+        if let address, address != session.address { return false }
+        if let localAddress, localAddress != session.localAddress { return false }
+        if let maxAgeSeconds, (now - session.createdAt) / 1000 < maxAgeSeconds { return false }
+        return true
+    }
 }
 
 /// Facts of the running server that `INFO` reports.
@@ -142,7 +162,17 @@ public final class Engine: Sendable {
             invocation.out.writeRESPError(CommandError.noAuth.message)
             return
         }
-        if let cluster, !fromScript, !invocation.session.isPeer, routed(cluster, spec, &invocation) { return }
+        if let cluster, !fromScript {
+            if invocation.session.isPeer {
+                // A member forwards only keys it believes are ours; never store one that is not.
+                if let refusal = refusalForPeer(cluster, spec, invocation.args) {
+                    invocation.out.writeRESPError(refusal)
+                    return
+                }
+            } else if routed(cluster, spec, &invocation) {
+                return
+            }
+        }
         invocation.session.lastCommand = spec.name
         invocation.session.commandsSinceFlush &+= 1
         invocation.now = keyspace.clock.now()

@@ -7,8 +7,11 @@ public struct Session: Sendable {
     public var protocolVersion: RESPVersion = .v2
     public var authenticated: Bool
     public var name: String = ""
-    /// A connection from another cluster member forwarding a command: it always runs here.
-    public var isPeer: Bool { name == Session.peerName }
+    /// A connection from another cluster member forwarding a command: it runs here, not routed
+    /// again (its keys must still be this node's). Set only by the peer handshake: `AUTH
+    /// strongbox-peer <cluster secret>`, or — when no secret is configured (`cluster-auth`,
+    /// else `requirepass`) — the client name `strongbox-peer`.
+    public var isPeer = false
     public static let peerName = "strongbox-peer"
     public var libraryName: String = ""
     public var libraryVersion: String = ""

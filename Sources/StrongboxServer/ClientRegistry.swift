@@ -105,14 +105,7 @@ final class ClientRegistry: Sendable {
     /// Closes the clients the filter selects (never the requester when `skipMe`). - Returns: how many.
     func kill(_ filter: ClientKillFilter, requester: UInt64) -> Int {
         let victims: [(UInt64, any Channel)] = state.withLock { s in
-            s.clients.compactMap { id, c in
-                let session = c.session
-                if let wanted = filter.id, id != wanted { return nil }
-                if let a = filter.address, session.address != a { return nil }
-                if let l = filter.localAddress, session.localAddress != l { return nil }
-                if filter.skipMe && id == requester { return nil }
-                return (id, c.channel)
-            }
+            s.clients.compactMap { id, c in filter.matches(c.session, requester: requester) ? (id, c.channel) : nil }
         }
         for (id, channel) in victims where id != requester {
             channel.pipeline.fireUserInboundEventTriggered(KillEvent())

@@ -131,6 +131,9 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
         cumulation = nil
         let decoder = decoderState, inv = invocationState
         inv.pointee.session.lastInteraction = engine.keyspace.clock.now()
+        // Limits changed by CONFIG SET apply to connections already open, from their next batch.
+        decoder.pointee.limits.maxBulkLength = engine.config.maxBulkLength.load(ordering: .relaxed)
+        decoder.pointee.limits.queryBufferLimit = engine.config.queryBufferLimit.load(ordering: .relaxed)
         do {
             while try decoder.pointee.next(from: &buffer, into: &inv.pointee.args) {
                 let replyStart = inv.pointee.out.writerIndex
@@ -309,7 +312,7 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
     /// Runs a command (or this node's part of one) here, bypassing cluster routing; its reply as a value.
     private func runHere(_ args: [ByteBuffer], context: ChannelHandlerContext) -> RESPValue {
         var session = invocationState.pointee.session
-        session.name = Session.peerName
+        session.isPeer = true
         var sub = Invocation(session: session, out: context.channel.allocator.buffer(capacity: 256))
         sub.args = args
         engine.execute(&sub)
@@ -355,6 +358,7 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
         }
         if waitingForPeers && replyQueue.count < Self.maxOutstanding / 2 {
             waitingForPeers = false
+            resumeReading(context: context)
             if !processingPaused && !awaitingScript { process(context: context) }
         }
         guard !drainFlushScheduled else { return }
@@ -392,6 +396,7 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
 
     private func scriptFinished(_ reply: ByteBuffer, context: ChannelHandlerContext, slot: Int?) {
         awaitingScript = false
+        resumeReading(context: context)
         guard context.channel.isActive, !closing else { return }
         var reply = reply
         if let slot {
@@ -435,10 +440,19 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
     // MARK: Back-pressure: stop reading while the socket cannot take our replies.
 
     func read(context: ChannelHandlerContext) {
-        if context.channel.isWritable {
+        // While this client's script runs (or its forwards are outstanding), what it sends next
+        // stays in the socket: reading it would grow memory without bound (Redis stops too).
+        if context.channel.isWritable && !awaitingScript && !waitingForPeers {
             context.read()
         } else {
             readPending = true
+        }
+    }
+
+    private func resumeReading(context: ChannelHandlerContext) {
+        if readPending && context.channel.isWritable && !awaitingScript && !waitingForPeers {
+            readPending = false
+            context.read()
         }
     }
 
@@ -448,10 +462,7 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
             if !awaitingScript && !waitingForPeers { process(context: context) }
             flushReplies(context: context)
         }
-        if context.channel.isWritable && readPending && !processingPaused {
-            readPending = false
-            context.read()
-        }
+        if !processingPaused { resumeReading(context: context) }
         context.fireChannelWritabilityChanged()
     }
 

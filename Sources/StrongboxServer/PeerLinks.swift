@@ -34,6 +34,8 @@ final class PeerLinks: Sendable {
         var c = ConnectionConfiguration(endpoint: Endpoint(host: m.host, port: m.port))
         c.protocolVersion = version
         c.password = password
+        // With a secret the link proves it is a member (the name alone then grants nothing).
+        if password != nil { c.username = Session.peerName }
         c.clientName = Session.peerName
         c.connectTimeout = .milliseconds(500)
         c.commandTimeout = Self.forwardTimeout

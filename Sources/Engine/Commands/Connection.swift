@@ -16,11 +16,38 @@ enum ConnectionCommands {
     }
 
     /// Checks a password for `user` against `requirepass` (the only user is `default`).
-    static func authenticate(_ engine: Engine, user: ByteBuffer, password: ByteBuffer) -> Bool {
+    static func authenticate(_ engine: Engine, user: ByteBuffer, password: ByteBuffer, session: inout Session) -> Bool {
+        if user.readableBytesView.elementsEqual(Session.peerName.utf8) {
+            // A cluster member's handshake: its secret, never the client name alone.
+            let secret = engine.config.peerSecret
+            guard !secret.isEmpty, constantTimeEquals(password, secret) else { return false }
+            session.isPeer = true
+            return true
+        }
         guard user.readableBytesView.elementsEqual("default".utf8) else { return false }
         let required = engine.config.requirePass
         if required.isEmpty { return true }
-        return password.readableBytesView.elementsEqual(required.utf8)
+        return constantTimeEquals(password, required)
+    }
+
+    /// Compares a password without an early exit, so the time taken does not tell how much matched.
+    static func constantTimeEquals(_ given: ByteBuffer, _ expected: String) -> Bool {
+        var difference = UInt8(truncatingIfNeeded: given.readableBytes ^ expected.utf8.count)
+        if given.readableBytes != expected.utf8.count { difference |= 1 }
+        let view = given.readableBytesView
+        var i = view.startIndex
+        for e in expected.utf8 {
+            let g = i < view.endIndex ? view[i] : ~e
+            difference |= g ^ e
+            if i < view.endIndex { i = view.index(after: i) }
+        }
+        return difference == 0
+    }
+
+    /// Names a connection; without a cluster secret the peer name marks a cluster member's link.
+    static func setName(_ engine: Engine, _ session: inout Session, _ name: String) {
+        session.name = name
+        if name == Session.peerName && engine.config.peerSecret.isEmpty { session.isPeer = true }
     }
 
     /// AUTH [username] password
@@ -35,7 +62,7 @@ enum ConnectionCommands {
         } else {
             user = inv.args[1]
         }
-        guard authenticate(engine, user: user, password: inv.args[inv.argc - 1]) else { throw .wrongPass }
+        guard authenticate(engine, user: user, password: inv.args[inv.argc - 1], session: &inv.session) else { throw .wrongPass }
         inv.session.authenticated = true
         inv.out.writeRESPOK()
     }
@@ -75,13 +102,13 @@ enum ConnectionCommands {
             j += 1
         }
         if let (user, password) = credentials {
-            guard authenticate(engine, user: user, password: password) else { throw .wrongPass }
+            guard authenticate(engine, user: user, password: password, session: &inv.session) else { throw .wrongPass }
             inv.session.authenticated = true
         }
         guard inv.session.authenticated else {
             throw CommandError("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time")
         }
-        if let name { inv.session.name = name.text }
+        if let name { setName(engine, &inv.session, name.text) }
         if version != 0 { inv.session.protocolVersion = version == 3 ? .v3 : .v2 }
         let reply: RESPValue = .map([
             (.bulk("server"), .bulk("redis")),
@@ -126,7 +153,7 @@ enum ConnectionCommands {
 
     static func clientSetName(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
         try validateName(inv.args[2])
-        inv.session.name = inv.args[2].text
+        setName(engine, &inv.session, inv.args[2].text)
         inv.out.writeRESPOK()
     }
 
@@ -221,30 +248,36 @@ enum ConnectionCommands {
                     filter.localAddress = value.text
                 } else if opt.isToken("skipme") {
                     if value.isToken("yes") { filter.skipMe = true } else if value.isToken("no") { filter.skipMe = false } else { throw .syntax }
-                } else if opt.isToken("type") || opt.isToken("user") || opt.isToken("maxage") {
-                    // Every client is a normal client of the default user.
+                } else if opt.isToken("type") {
+                    if value.isToken("normal") {
+                        // Every client here is a normal one.
+                    } else if value.isToken("master") || value.isToken("replica") || value.isToken("slave") || value.isToken("pubsub") {
+                        filter.matchesNoClient = true
+                    } else {
+                        throw CommandError("ERR Unknown client type '\(value.text)'")
+                    }
+                } else if opt.isToken("user") {
+                    // Only the default user exists.
+                    guard value.readableBytesView.elementsEqual("default".utf8) else { throw CommandError("ERR No such user '\(value.text)'") }
+                } else if opt.isToken("maxage") {
+                    guard let age = RedisInteger.parse(value), age >= 0 else { throw .syntax }
+                    filter.maxAgeSeconds = age
                 } else {
                     throw .syntax
                 }
                 j += 2
             }
         }
+        filter.now = inv.now
         let killed = engine.host?.killClients(filter, requester: inv.session.id) ?? 0
         // Killing oneself: the reply goes out, then the connection closes.
-        if !filter.skipMe && matches(filter, inv.session) { inv.session.closeAfterReply = true }
+        if !filter.skipMe && filter.matches(inv.session, requester: 0) { inv.session.closeAfterReply = true }
         if oldForm {
             if killed == 0 && !inv.session.closeAfterReply { throw CommandError("ERR No such client") }
             inv.out.writeRESPOK()
         } else {
             inv.out.writeRESPInteger(Int64(killed))
         }
-    }
-
-    static func matches(_ filter: ClientKillFilter, _ session: Session) -> Bool {
-        if let id = filter.id, id != session.id { return false }
-        if let a = filter.address, a != session.address { return false }
-        if let l = filter.localAddress, l != session.localAddress { return false }
-        return filter.id != nil || filter.address != nil || filter.localAddress != nil
     }
 
     static func clientHelp(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
