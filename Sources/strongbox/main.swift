@@ -97,6 +97,9 @@ struct StrongboxCommand: AsyncParsableCommand {
     @Option(name: .customLong("cluster-announce-ip"), parsing: .unconditional, help: "The host this node appears as in --cluster-peers (default: the first --bind address, else 127.0.0.1).")
     var clusterAnnounceIp: String?
 
+    @Option(name: .customLong("cluster-auth"), parsing: .unconditional, help: "Secret the cluster members prove themselves with (AUTH strongbox-peer <secret>); the same on every node (default: requirepass).")
+    var clusterAuth: String?
+
     @Option(name: .customLong("cluster-virtual-nodes"), parsing: .unconditional, help: "Ring points per member (default 256; must match on every node).")
     var clusterVirtualNodes: String?
 
@@ -123,6 +126,7 @@ struct StrongboxCommand: AsyncParsableCommand {
         add("cluster-peers", clusterPeers)
         add("cluster-mode", clusterMode)
         add("cluster-announce-ip", clusterAnnounceIp)
+        add("cluster-auth", clusterAuth)
         add("cluster-virtual-nodes", clusterVirtualNodes)
         return list
     }
