@@ -162,6 +162,14 @@ public final class Engine: Sendable {
             invocation.out.writeRESPError(CommandError.noAuth.message)
             return
         }
+        if !fromScript && scripts.runningSince.load(ordering: .relaxed) != 0 && !spec.flags.contains("allow_busy") {
+            guard waitForScript(&invocation) else {
+                if !invocation.waitingOnScript {
+                    invocation.out.writeRESPError("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.")
+                }
+                return
+            }
+        }
         if let cluster, !fromScript {
             if invocation.session.isPeer {
                 // A member forwards only keys it believes are ours; never store one that is not.
@@ -176,12 +184,6 @@ public final class Engine: Sendable {
         invocation.session.lastCommand = spec.name
         invocation.session.commandsSinceFlush &+= 1
         invocation.now = keyspace.clock.now()
-        if !fromScript && scripts.runningSince.load(ordering: .relaxed) != 0 && !spec.flags.contains("allow_busy") {
-            guard waitForScript(&invocation) else {
-                invocation.out.writeRESPError("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.")
-                return
-            }
-        }
         guard let handler = spec.handler else { return }
         if spec.makesRoomFirst && !makeRoom() && spec.denyOOM {
             invocation.out.writeRESPError(CommandError.outOfMemory.message)
@@ -194,20 +196,31 @@ public final class Engine: Sendable {
         }
     }
 
-    /// While another client's script runs, a command waits (as in Redis, nothing else runs) —
-    /// but never on the shard locks the script holds, so this loop stays able to answer
-    /// `-BUSY` and take `SCRIPT KILL` once the script passes `busy-reply-threshold`.
-    /// - Returns: true when the script finished and the command may run; false for `-BUSY`.
+    /// While another client's script runs, a command waits (as in Redis, nothing else runs).
+    /// A connection's command is parked (`waitingOnScript`) and its event loop goes on, able to
+    /// answer `-BUSY` and take `SCRIPT KILL` once the script passes `busy-reply-threshold`; a
+    /// caller that cannot park (a cluster split's local part) waits for the script's locks.
+    /// - Returns: true when the command may run now; false when it parked or must get `-BUSY`.
     private func waitForScript(_ invocation: inout Invocation) -> Bool {
-        while true {
-            let since = scripts.runningSince.load(ordering: .relaxed)
-            if since == 0 {
-                invocation.now = keyspace.clock.now()
-                return true
-            }
-            if keyspace.clock.now() - since >= config.busyReplyThreshold.load(ordering: .relaxed) { return false }
-            usleep(500)
+        let since = scripts.runningSince.load(ordering: .relaxed)
+        if since == 0 { return true }
+        let threshold = config.busyReplyThreshold.load(ordering: .relaxed)
+        let elapsed = keyspace.clock.now() - since
+        if elapsed >= threshold { return false }
+        if invocation.mayDeferScripts {
+            invocation.waitingOnScript = true
+            return false
         }
+        keyspace.withExclusiveAccess {}
+        invocation.now = keyspace.clock.now()
+        return true
+    }
+
+    /// Milliseconds until the running script passes `busy-reply-threshold` (0: none runs or it has).
+    public func millisecondsUntilBusy() -> Int64 {
+        let since = scripts.runningSince.load(ordering: .relaxed)
+        guard since != 0 else { return 0 }
+        return max(0, config.busyReplyThreshold.load(ordering: .relaxed) - (keyspace.clock.now() - since))
     }
 
     @inline(__always)

@@ -79,6 +79,10 @@ public struct Invocation: Sendable {
     /// the engine's script queue (`ScriptEngine.queue`), so no event loop ever blocks on a script.
     public var mayDeferScripts = false
     public var deferredScript = false
+    /// Set (for a connection that may defer scripts) when the command must wait for another
+    /// client's script: no reply was written; the connection runs the same command again when the
+    /// script ends (`ScriptEngine.whenIdle`) or once `busy-reply-threshold` has passed (then `-BUSY`).
+    public var waitingOnScript = false
     /// Set by a connection that can forward to cluster peers; in proxy mode the engine then sets
     /// `forward` for a command owned elsewhere (and writes no reply) instead of answering `-MOVED`.
     public var mayForward = false

@@ -31,6 +31,8 @@ public final class ScriptEngine: @unchecked Sendable {
     let runningScriptWrote = Atomic<Bool>(false)
     private let killFlag: UnsafeMutablePointer<Int32>
     private let known = Mutex<Set<String>>([])
+    /// Called once when the running script ends (connections parked behind it).
+    private let idleWaiters = Mutex<[@Sendable () -> Void]>([])
     // Touched only under the keyspace's exclusive access:
     private var state: OpaquePointer
     private var bodies: [String: [UInt8]] = [:]
@@ -298,6 +300,17 @@ public final class ScriptEngine: @unchecked Sendable {
 
     // MARK: Running
 
+    /// Calls `wake` once the running script has ended (at once when none runs).
+    public func whenIdle(_ wake: @escaping @Sendable () -> Void) {
+        idleWaiters.withLock { $0.append(wake) }
+        if runningSince.load(ordering: .relaxed) == 0 { wakeWaiters() }
+    }
+
+    private func wakeWaiters() {
+        let waiting = idleWaiters.withLock { w in defer { w = [] }; return w }
+        for wake in waiting { wake() }
+    }
+
     /// Runs cached script `sha` and writes its reply to `inv.out`. Call under exclusive access.
     func run(sha: String, keys: ArraySlice<ByteBuffer>, argv: ArraySlice<ByteBuffer>, engine: Engine,
              invocation inv: inout Invocation, readOnly: Bool) throws(CommandError) {
@@ -321,6 +334,7 @@ public final class ScriptEngine: @unchecked Sendable {
         runningSince.store(max(1, engine.keyspace.clock.now()), ordering: .relaxed)
         let status = withExtendedLifetime(context) { lua_pcall(L, 0, 1, 1) }
         runningSince.store(0, ordering: .relaxed)
+        wakeWaiters()
         sb_reset_kill_hook(L)
         defer {
             lua_pushnil(L)

@@ -35,6 +35,10 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
     private var record: ClientRegistry.Record?
     /// A Lua script of this connection runs on the script queue; its later requests wait.
     private var awaitingScript = false
+    /// The current command waits for another client's script (`Invocation.waitingOnScript`):
+    /// it stays in `args` and runs again on wake-up, before anything else is decoded.
+    private var parkedOnScript = false
+    private var rerunParked = false
     /// Cluster peers to forward to (proxy mode), or nil.
     private let peers: PeerLinks?
     /// This loop's links to them (looked up on the first forward).
@@ -123,21 +127,31 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
         } else {
             cumulation!.writeBuffer(&incoming)
         }
-        if !processingPaused && !awaitingScript && !waitingForPeers { process(context: context) }
+        if !processingPaused && !awaitingScript && !waitingForPeers && !parkedOnScript { process(context: context) }
     }
 
     private func process(context: ChannelHandlerContext) {
-        guard var buffer = cumulation else { return }
+        // A parked command runs again even when nothing more has been read.
+        guard var buffer = cumulation ?? (rerunParked ? ByteBuffer() : nil) else { return }
         cumulation = nil
         let decoder = decoderState, inv = invocationState
         inv.pointee.session.lastInteraction = engine.keyspace.clock.now()
         // Limits changed by CONFIG SET apply to connections already open, from their next batch.
         decoder.pointee.limits.maxBulkLength = engine.config.maxBulkLength.load(ordering: .relaxed)
         decoder.pointee.limits.queryBufferLimit = engine.config.queryBufferLimit.load(ordering: .relaxed)
+        var rerun = rerunParked
+        rerunParked = false
         do {
-            while try decoder.pointee.next(from: &buffer, into: &inv.pointee.args) {
+            while true {
+                if !rerun { guard try decoder.pointee.next(from: &buffer, into: &inv.pointee.args) else { break } }
+                rerun = false
                 let replyStart = inv.pointee.out.writerIndex
                 engine.execute(&inv.pointee)
+                if inv.pointee.waitingOnScript {
+                    inv.pointee.waitingOnScript = false
+                    park(context: context)
+                    break
+                }
                 if let plan = inv.pointee.forward {
                     inv.pointee.forward = nil
                     forward(plan, context: context)
@@ -181,8 +195,8 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
         }
         // Forwarded requests of this batch go out in one write per peer.
         if !replyQueue.isEmpty { links?.scheduleFlush() }
-        // Drop the argument views (they pin the read buffer) unless a request is half-read.
-        if decoder.pointee.isBetweenRequests { inv.pointee.args.removeAll(keepingCapacity: true) }
+        // Drop the argument views (they pin the read buffer) unless a request is half-read or parked.
+        if decoder.pointee.isBetweenRequests && !parkedOnScript { inv.pointee.args.removeAll(keepingCapacity: true) }
         if buffer.readableBytes > 0 {
             // Keep the unparsed tail; reclaim consumed space so a long-lived connection does not grow.
             if buffer.readerIndex > 16 * 1024 { buffer.discardReadBytes() }
@@ -191,6 +205,35 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
         if closing {
             if replyQueue.isEmpty { flushAndClose(context: context) } else { closeWhenDrained = true }
         }
+    }
+
+    // MARK: Waiting for another client's script
+
+    /// Parks the current command until the running script ends or passes `busy-reply-threshold`
+    /// (a promise-like wake-up and a scheduled task; the event loop never waits).
+    private func park(context: ChannelHandlerContext) {
+        parkedOnScript = true
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let loop = context.eventLoop
+        let wake: @Sendable () -> Void = {
+            loop.execute {
+                let (handler, context) = bound.value
+                handler.unpark(context: context)
+            }
+        }
+        let delay = max(1, engine.millisecondsUntilBusy())
+        context.eventLoop.scheduleTask(in: .milliseconds(delay), wake)
+        engine.scripts.whenIdle(wake)
+    }
+
+    private func unpark(context: ChannelHandlerContext) {
+        guard parkedOnScript, context.channel.isActive, !closing else { return }
+        parkedOnScript = false
+        rerunParked = true
+        resumeReading(context: context)
+        if !processingPaused && !awaitingScript && !waitingForPeers { process(context: context) }
+        flushReplies(context: context)
+        if let record { publish(to: record) }
     }
 
     // MARK: Proxy mode: commands owned by other members
@@ -359,7 +402,7 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
         if waitingForPeers && replyQueue.count < Self.maxOutstanding / 2 {
             waitingForPeers = false
             resumeReading(context: context)
-            if !processingPaused && !awaitingScript { process(context: context) }
+            if !processingPaused && !awaitingScript && !parkedOnScript { process(context: context) }
         }
         guard !drainFlushScheduled else { return }
         drainFlushScheduled = true
@@ -405,7 +448,7 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
             invocationState.pointee.out.writeBuffer(&reply)
         }
         if decoderState.pointee.isBetweenRequests { invocationState.pointee.args.removeAll(keepingCapacity: true) }
-        if !processingPaused { process(context: context) }
+        if !processingPaused && !parkedOnScript { process(context: context) }
         flushReplies(context: context)
         if let record { publish(to: record) }
     }
@@ -442,7 +485,7 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
     func read(context: ChannelHandlerContext) {
         // While this client's script runs (or its forwards are outstanding), what it sends next
         // stays in the socket: reading it would grow memory without bound (Redis stops too).
-        if context.channel.isWritable && !awaitingScript && !waitingForPeers {
+        if context.channel.isWritable && !awaitingScript && !waitingForPeers && !parkedOnScript {
             context.read()
         } else {
             readPending = true
@@ -450,7 +493,7 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
     }
 
     private func resumeReading(context: ChannelHandlerContext) {
-        if readPending && context.channel.isWritable && !awaitingScript && !waitingForPeers {
+        if readPending && context.channel.isWritable && !awaitingScript && !waitingForPeers && !parkedOnScript {
             readPending = false
             context.read()
         }
@@ -459,7 +502,7 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable && processingPaused {
             processingPaused = false
-            if !awaitingScript && !waitingForPeers { process(context: context) }
+            if !awaitingScript && !waitingForPeers && !parkedOnScript { process(context: context) }
             flushReplies(context: context)
         }
         if !processingPaused { resumeReading(context: context) }

@@ -195,4 +195,22 @@ struct HostileClientTests {
         #expect(killed.contains("Script killed by user"))
         try Self.expectAlive(server)
     }
+
+    @Test("a command waiting for another client's script does not hold its event loop: SCRIPT KILL gets through at once")
+    func waitingDoesNotBlockTheLoop() throws {
+        let server = try StrongboxProcess(["--threads", "1", "--busy-reply-threshold", "10000"])
+        defer { server.stop() }
+        let a = try RawClient(port: server.port), b = try RawClient(port: server.port), c = try RawClient(port: server.port)
+        try a.send(command: ["EVAL", "while true do end", "0"])
+        usleep(200_000)
+        try b.send(command: ["INCR", "waited"])
+        usleep(100_000)
+        let start = Date()
+        #expect(try Self.reply(c, ["SCRIPT", "KILL"]) == .simpleString("OK"))
+        // Before, the waiting INCR spun the only event loop until busy-reply-threshold (10 s).
+        #expect(Date().timeIntervalSince(start) < 3)
+        #expect(Self.errorText(try a.readReply()).contains("Script killed by user"))
+        #expect(try b.readReply() == .integer(1))
+        try Self.expectAlive(server)
+    }
 }
