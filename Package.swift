@@ -120,7 +120,7 @@ let package = Package(
         ),
         .systemLibrary(
             name: "CLua",
-            providers: [.apt(["liblua5.1-0-dev"])]
+            providers: [.apt(["liblua5.1-0-dev", "lua-cjson-dev", "lua-bitop-dev"])]
         ),
         .target(
             name: "Engine",

@@ -4,6 +4,10 @@
 #include <lua5.1/lauxlib.h>
 #include <lua5.1/lualib.h>
 
+/* The cjson and bit libraries Redis ships with its Lua (Debian's lua-cjson-dev, lua-bitop-dev). */
+extern int luaopen_cjson(lua_State *L);
+extern int luaopen_bit(lua_State *L);
+
 /* Lua's function-like macros do not import into Swift: thin inline wrappers. */
 static inline void sb_lua_pop(lua_State *L, int n) { lua_pop(L, n); }
 static inline void sb_lua_newtable(lua_State *L) { lua_newtable(L); }

@@ -189,9 +189,15 @@ public final class Engine: Sendable {
             invocation.out.writeRESPError(CommandError.outOfMemory.message)
             return
         }
+        let replyStart = invocation.out.writerIndex
         do {
             try handler(self, &invocation)
         } catch {
+            if invocation.replyTooLarge {
+                // Never half a reply: what was written of it goes.
+                invocation.replyTooLarge = false
+                invocation.out.moveWriterIndex(to: replyStart)
+            }
             invocation.out.writeRESPError(error.message)
         }
     }

@@ -88,6 +88,39 @@ public struct Invocation: Sendable {
     public var mayForward = false
     public var forward: Forward?
 
+    /// Reply bytes already complete, in order, that come before `out`: a reply too large for one
+    /// buffer (a ByteBuffer's indexes are 32-bit) is cut into chunks. Empty in the common case.
+    public var spilled: [ByteBuffer] = []
+    /// Set by a caller that takes `spilled` (a connection writing its replies in order).
+    public var maySpill = false
+    /// Set when a reply outgrew what this caller can hold: the partial reply is dropped and the
+    /// command answers an error instead.
+    public var replyTooLarge = false
+    /// Chunk size for `spilled`.
+    public static let spillChunkBytes = 64 << 20
+    /// The most a reply may take in one buffer when it cannot spill (well below 4 GiB).
+    public static let maxReplyBytes = 3 << 30
+
+    /// Called by commands that can build large replies (MGET, scripts) after each element:
+    /// moves a full chunk to `spilled`, or stops a reply that would outgrow the buffer.
+    @inline(__always)
+    public mutating func checkReplySize() throws(CommandError) {
+        if out.writerIndex < Self.spillChunkBytes { return }
+        try spill()
+    }
+
+    @inline(never)
+    mutating func spill() throws(CommandError) {
+        if maySpill {
+            spilled.append(out)
+            out = ByteBuffer()
+            out.reserveCapacity(64 * 1024)
+        } else if out.writerIndex > Self.maxReplyBytes {
+            replyTooLarge = true
+            throw CommandError("ERR reply is too large (more than \(Self.maxReplyBytes >> 20) MiB)")
+        }
+    }
+
     public init(session: Session, out: ByteBuffer) {
         self.args = []
         self.session = session

@@ -61,6 +61,12 @@ public final class ScriptEngine: @unchecked Sendable {
             lua_pushstring(L, name)
             lua_call(L, 1, 0)
         }
+        // cjson and bit as Redis has them: globals of their own.
+        for (name, opener) in [("cjson", luaopen_cjson), ("bit", luaopen_bit)] as [(String, lua_CFunction)] {
+            sb_lua_pushcfunction(L, opener)
+            lua_call(L, 0, 1)
+            sb_lua_setglobal(L, name)
+        }
         sb_lua_pushcfunction(L, scriptCall)
         sb_lua_setglobal(L, "__sb_call")
         sb_register_call(L, scriptCall)
@@ -360,7 +366,7 @@ public final class ScriptEngine: @unchecked Sendable {
             throw CommandError("\(message) script: \(sha), on @user_script:\(line).")
         }
         // Conversion reads with raw access only: nothing the script returns runs Lua code now.
-        Self.writeReply(L, -1, into: &inv.out, version: inv.version, resp3: context.resp == 3, depth: 0)
+        try Self.writeReply(L, -1, into: &inv, version: inv.version, resp3: context.resp == 3, depth: 0)
     }
 
     private static func setGlobalArray(_ L: OpaquePointer, _ name: String, _ values: ArraySlice<ByteBuffer>) {
@@ -392,43 +398,47 @@ public final class ScriptEngine: @unchecked Sendable {
     }
 
     /// Redis's Lua → RESP conversion of a script's return value.
-    static func writeReply(_ L: OpaquePointer, _ index: Int32, into out: inout ByteBuffer, version: RESPVersion, resp3: Bool, depth: Int) {
+    static func writeReply(_ L: OpaquePointer, _ index: Int32, into inv: inout Invocation, version: RESPVersion, resp3: Bool, depth: Int) throws(CommandError) {
+        try writeValue(L, index, into: &inv, version: version, resp3: resp3, depth: depth)
+    }
+
+    private static func writeValue(_ L: OpaquePointer, _ index: Int32, into inv: inout Invocation, version: RESPVersion, resp3: Bool, depth: Int) throws(CommandError) {
         let index = index < 0 ? lua_gettop(L) + index + 1 : index
         switch lua_type(L, index) {
         case LUA_TSTRING:
             var length = 0
             let p = lua_tolstring(L, index, &length)
-            out.writeRESPBulk(bytes: UnsafeRawBufferPointer(start: p, count: length))
+            inv.out.writeRESPBulk(bytes: UnsafeRawBufferPointer(start: p, count: length))
         case LUA_TBOOLEAN:
             if resp3 {
                 // RESP3 true/false (RESP2 clients get 1 / 0, as Redis's addReplyBool).
                 let truth = lua_toboolean(L, index) != 0
-                if version == .v3 { out.writeString(truth ? "#t\r\n" : "#f\r\n") } else { out.writeRESPInteger(truth ? 1 : 0) }
+                if version == .v3 { inv.out.writeString(truth ? "#t\r\n" : "#f\r\n") } else { inv.out.writeRESPInteger(truth ? 1 : 0) }
             } else if lua_toboolean(L, index) != 0 {
-                out.writeRESPInteger(1)
+                inv.out.writeRESPInteger(1)
             } else {
-                out.writeRESPNull(version: version)
+                inv.out.writeRESPNull(version: version)
             }
         case LUA_TNUMBER:
             let n = lua_tonumber(L, index)
             // Redis truncates toward zero: (long long)lua_tonumber.
-            out.writeRESPInteger(n.isFinite && abs(n) < 9.2e18 ? Int64(n) : (n.isNaN ? 0 : (n > 0 ? Int64.max : Int64.min)))
+            inv.out.writeRESPInteger(n.isFinite && abs(n) < 9.2e18 ? Int64(n) : (n.isNaN ? 0 : (n > 0 ? Int64.max : Int64.min)))
         case LUA_TTABLE:
             guard depth < 64, lua_checkstack(L, 8) != 0 else {
-                out.writeRESPError("ERR reached lua stack limit")
+                inv.out.writeRESPError("ERR reached lua stack limit")
                 return
             }
             sb_rawgetfield(L, index, "err")
             if lua_type(L, -1) == LUA_TSTRING {
-                out.writeRESPError(string(L, -1))
+                inv.out.writeRESPError(string(L, -1))
                 sb_lua_pop(L, 1)
                 return
             }
             sb_lua_pop(L, 1)
-            if resp3, writeRESP3Table(L, index, into: &out, version: version, depth: depth) { return }
+            if resp3, try writeRESP3Table(L, index, into: &inv, version: version, depth: depth) { return }
             sb_rawgetfield(L, index, "ok")
             if lua_type(L, -1) == LUA_TSTRING {
-                out.writeRESPSimpleString(string(L, -1).replacing("\r", with: " ").replacing("\n", with: " "))
+                inv.out.writeRESPSimpleString(string(L, -1).replacing("\r", with: " ").replacing("\n", with: " "))
                 sb_lua_pop(L, 1)
                 return
             }
@@ -442,23 +452,24 @@ public final class ScriptEngine: @unchecked Sendable {
                 if isNil { break }
                 count += 1
             }
-            out.writeRESPArrayHeader(count)
+            inv.out.writeRESPArrayHeader(count)
             for i in 0..<count {
                 lua_rawgeti(L, index, Int32(i + 1))
-                writeReply(L, -1, into: &out, version: version, resp3: resp3, depth: depth + 1)
+                try writeValue(L, -1, into: &inv, version: version, resp3: resp3, depth: depth + 1)
                 sb_lua_pop(L, 1)
+                try inv.checkReplySize()
             }
         default:
-            out.writeRESPNull(version: version)
+            inv.out.writeRESPNull(version: version)
         }
     }
 
     /// A script under `redis.setresp(3)` returns RESP3 types as tables: `{map = {...}}`,
     /// `{set = {...}}`, `{double = n}`, `{big_number = s}`. - Returns: false for any other table.
-    private static func writeRESP3Table(_ L: OpaquePointer, _ index: Int32, into out: inout ByteBuffer, version: RESPVersion, depth: Int) -> Bool {
+    private static func writeRESP3Table(_ L: OpaquePointer, _ index: Int32, into inv: inout Invocation, version: RESPVersion, depth: Int) throws(CommandError) -> Bool {
         sb_rawgetfield(L, index, "double")
         if lua_type(L, -1) == LUA_TNUMBER {
-            out.writeRESPDouble(lua_tonumber(L, -1), version: version)
+            inv.out.writeRESPDouble(lua_tonumber(L, -1), version: version)
             sb_lua_pop(L, 1)
             return true
         }
@@ -466,7 +477,7 @@ public final class ScriptEngine: @unchecked Sendable {
         sb_rawgetfield(L, index, "big_number")
         if lua_type(L, -1) == LUA_TSTRING {
             let text = string(L, -1).replacing("\r", with: " ").replacing("\n", with: " ")
-            if version == .v3 { out.writeString("(\(text)\r\n") } else { out.writeRESPBulk(string: text) }
+            if version == .v3 { inv.out.writeString("(\(text)\r\n") } else { inv.out.writeRESPBulk(string: text) }
             sb_lua_pop(L, 1)
             return true
         }
@@ -478,14 +489,14 @@ public final class ScriptEngine: @unchecked Sendable {
             var count = 0
             lua_pushnil(L)
             while lua_next(L, table) != 0 { count += 1; sb_lua_pop(L, 1) }
-            if isMap { out.writeRESPMapHeader(count, version: version) } else { out.writeRESPSetHeader(count, version: version) }
+            if isMap { inv.out.writeRESPMapHeader(count, version: version) } else { inv.out.writeRESPSetHeader(count, version: version) }
             lua_pushnil(L)
             while lua_next(L, table) != 0 {
                 // Key at -2, value at -1: the key is written from a copy, so lua_next's key stays untouched.
                 lua_pushvalue(L, -2)
-                writeReply(L, -1, into: &out, version: version, resp3: true, depth: depth + 1)
+                try writeValue(L, -1, into: &inv, version: version, resp3: true, depth: depth + 1)
                 sb_lua_pop(L, 1)
-                if isMap { writeReply(L, -1, into: &out, version: version, resp3: true, depth: depth + 1) }
+                if isMap { try writeValue(L, -1, into: &inv, version: version, resp3: true, depth: depth + 1) }
                 sb_lua_pop(L, 1)
             }
             sb_lua_pop(L, 1)

@@ -146,7 +146,10 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
                 if !rerun { guard try decoder.pointee.next(from: &buffer, into: &inv.pointee.args) else { break } }
                 rerun = false
                 let replyStart = inv.pointee.out.writerIndex
+                // A reply may come in chunks only when nothing waits in the reply queue before it.
+                inv.pointee.maySpill = replyQueue.isEmpty
                 engine.execute(&inv.pointee)
+                if !inv.pointee.spilled.isEmpty { writeSpilled(&inv.pointee.spilled, context: context) }
                 if inv.pointee.waitingOnScript {
                     inv.pointee.waitingOnScript = false
                     park(context: context)
@@ -205,6 +208,13 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
         if closing {
             if replyQueue.isEmpty { flushAndClose(context: context) } else { closeWhenDrained = true }
         }
+    }
+
+    /// Writes the complete chunks of a reply too large for one buffer (they come before `out`).
+    private func writeSpilled(_ chunks: inout [ByteBuffer], context: ChannelHandlerContext) {
+        for chunk in chunks { context.write(wrapOutboundOut(chunk), promise: nil) }
+        chunks.removeAll()
+        context.flush()
     }
 
     // MARK: Waiting for another client's script
@@ -423,6 +433,8 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
         awaitingScript = true
         var prepared = Invocation(session: invocationState.pointee.session, out: context.channel.allocator.buffer(capacity: 256))
         prepared.args = invocationState.pointee.args
+        // The script's reply may come in chunks only when it goes straight to the output.
+        prepared.maySpill = slot == nil
         let engine = self.engine
         let loop = context.eventLoop
         let bound = NIOLoopBound((self, context, slot), eventLoop: loop)
@@ -430,8 +442,15 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
             var job = prepared
             engine.execute(&job)
             let reply = job.out
+            let chunks = job.spilled
             loop.execute {
                 let (handler, context, slot) = bound.value
+                if !chunks.isEmpty, context.channel.isActive {
+                    // Whatever this connection had ready goes first, then the script's chunks.
+                    handler.flushReplies(context: context)
+                    var chunks = chunks
+                    handler.writeSpilled(&chunks, context: context)
+                }
                 handler.scriptFinished(reply, context: context, slot: slot)
             }
         }

@@ -213,4 +213,28 @@ struct HostileClientTests {
         #expect(try b.readReply() == .integer(1))
         try Self.expectAlive(server)
     }
+
+    @Test("replies over 4 GiB (MGET of one 4 MiB value 1100 times, and the same from a script) arrive whole")
+    func hugeReplies() throws {
+        let server = try StrongboxProcess()
+        defer { server.stop() }
+        let c = try RawClient(port: server.port, timeoutSeconds: 60)
+        let size = 4 << 20, times = 1100
+        try c.send(RawClient.encode([Array("SET".utf8), Array("big".utf8), Array(repeating: UInt8(ascii: "v"), count: size)]))
+        #expect(try c.readReply() == .simpleString("OK"))
+        let element = "$\(size)\r\n".utf8.count + size + 2
+        let expected = "*\(times)\r\n".utf8.count + times * element
+        #expect(expected > Int(UInt32.max))
+        try c.send(RawClient.encode([Array("MGET".utf8)] + Array(repeating: Array("big".utf8), count: times)))
+        let (head, tail) = try c.readRaw(count: expected)
+        #expect(head.starts(with: Array("*\(times)\r\n$\(size)\r\nvvvv".utf8)))
+        #expect(tail.suffix(6) == Array("vvvv\r\n".utf8)[...])
+        #expect(try c.call("PING") == .simpleString("PONG"), "the stream stayed in step")
+        let script = "local v = redis.call('get', 'big') local t = {} for i = 1, \(times) do t[i] = v end return t"
+        try c.send(command: ["EVAL", script, "0"])
+        let (scriptHead, _) = try c.readRaw(count: expected)
+        #expect(scriptHead.starts(with: Array("*\(times)\r\n$\(size)\r\n".utf8)))
+        #expect(try c.call("PING") == .simpleString("PONG"))
+        try Self.expectAlive(server)
+    }
 }

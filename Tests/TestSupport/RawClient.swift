@@ -75,6 +75,31 @@ public final class RawClient {
         pending.writeBytes(chunk[0..<n])
     }
 
+    /// Reads exactly `count` raw bytes (any already buffered first) and returns the first
+    /// `keep` of them and the last `keep`: for replies too large to hold in a test.
+    public func readRaw(count: Int, keep: Int = 64) throws -> (head: [UInt8], tail: [UInt8]) {
+        var head: [UInt8] = [], tail: [UInt8] = []
+        var remaining = count
+        var chunk = [UInt8](repeating: 0, count: 1 << 20)
+        func take(_ bytes: ArraySlice<UInt8>) {
+            if head.count < keep { head += bytes.prefix(keep - head.count) }
+            tail = Array((tail + bytes.suffix(keep)).suffix(keep))
+        }
+        if pending.readableBytes > 0 {
+            let n = min(remaining, pending.readableBytes)
+            take(ArraySlice(pending.readBytes(length: n)!))
+            remaining -= n
+        }
+        while remaining > 0 {
+            let want = min(remaining, chunk.count)
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, want, 0) }
+            if n <= 0 { throw TestError("read failed after \(count - remaining) of \(count) bytes (errno \(errno))") }
+            take(chunk[0..<n])
+            remaining -= n
+        }
+        return (head, tail)
+    }
+
     /// The next reply and its exact bytes.
     public func readReplyBytes() throws -> (RESPValue, [UInt8]) {
         while true {

@@ -209,6 +209,7 @@ enum StringCommands {
             engine.keyspace.withShard(for: key) { shard in
                 if let e = shard.lookupForRead(key, now: now) { inv.out.writeRESPBulk(e.value) } else { inv.out.writeRESPNull(version: version) }
             }
+            try inv.checkReplySize()
         }
     }
 
