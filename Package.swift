@@ -153,6 +153,14 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // libFuzzer targets (Tools/fuzz builds them with -sanitize=fuzzer,address -DFUZZING);
+        // a plain build replays a corpus: `strongbox-fuzz request Tests/Fuzz/corpus/request`.
+        .executableTarget(
+            name: "strongbox-fuzz",
+            dependencies: ["RESP", "Engine", "Keyspace", .product(name: "NIOCore", package: "swift-nio")],
+            path: "Tests/Fuzz/strongbox-fuzz",
+            swiftSettings: strict
+        ),
         .systemLibrary(
             name: "CHiredis",
             providers: [.apt(["libhiredis-dev"])]

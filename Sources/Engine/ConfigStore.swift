@@ -1,4 +1,5 @@
 import Keyspace
+import RESP
 import Synchronization
 
 /// The server's configuration parameters under redis.conf's names: one place that parses and
@@ -209,4 +210,26 @@ public final class ConfigStore: Sendable {
         return own.isEmpty ? requirePass : own
     }
     public func integer(_ name: String) -> Int { Int(self.get(name) ?? "") ?? 0 }
+
+    /// A config file's line that could not be split (unbalanced quotes).
+    public struct ConfigSyntaxError: Error, Sendable {
+        public let line: Int
+    }
+
+    /// redis.conf syntax: one directive a line, `#` comments, arguments split with redis's
+    /// quoting rules. - Returns: (line number, name, arguments) for each directive.
+    public static func parseConfigText(_ text: [UInt8]) throws(ConfigSyntaxError) -> [(Int, String, [String])] {
+        var result: [(Int, String, [String])] = []
+        for (index, raw) in text.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated() {
+            let trimmed = raw.drop { $0 == 32 || $0 == 9 || $0 == 13 }
+            if trimmed.isEmpty || trimmed.first == UInt8(ascii: "#") { continue }
+            var line = Array(trimmed)
+            while let last = line.last, last == 13 || last == 32 || last == 9 { line.removeLast() }
+            guard let split = try? InlineSplitter.split(line) else { throw ConfigSyntaxError(line: index + 1) }
+            let args = split.map { String(decoding: $0.readableBytesView, as: UTF8.self) }
+            guard let name = args.first else { continue }
+            result.append((index + 1, name, Array(args.dropFirst())))
+        }
+        return result
+    }
 }

@@ -31,6 +31,8 @@ public enum RESPFrameScanner {
             let d = b[i]
             guard d >= 48 && d <= 57 else { throw RESPValueDecoder.DecodingError(description: "bad length") }
             n = n &* 10 &+ Int(d - 48)
+            // A length past this can be no real reply, and would overflow the arithmetic below.
+            guard n <= RESPValueDecoder.maxLength else { throw RESPValueDecoder.DecodingError(description: "length out of range") }
             i += 1
         }
         return negative ? -n : n

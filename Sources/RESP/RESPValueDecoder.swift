@@ -12,6 +12,10 @@ public struct RESPValueDecoder: Sendable {
 
     public init() {}
 
+    /// The largest bulk length or element count a reply may announce (1 TiB; real ones are
+    /// bounded by 4 GiB values and memory).
+    public static let maxLength = 1 << 40
+
     /// The next whole reply in `buffer`, or nil (nothing consumed) when it is not all there yet.
     public func next(from buffer: inout ByteBuffer) throws(DecodingError) -> RESPValue? {
         var copy = buffer
@@ -41,6 +45,8 @@ public struct RESPValueDecoder: Sendable {
     private func count(_ buffer: inout ByteBuffer) throws(DecodingError) -> Int? {
         guard let text = line(&buffer) else { return nil }
         guard let n = Int(text) else { throw DecodingError(description: "bad length '\(text)'") }
+        // Larger lengths are no real reply and would overflow `n + 2` or `n * 2`.
+        guard n <= Self.maxLength else { throw DecodingError(description: "length out of range '\(text)'") }
         return n
     }
 

@@ -241,24 +241,18 @@ enum ConfigFile {
     static func read(path: String) throws -> [(Int, String, [String])] {
         guard let file = fopen(path, "r") else { throw StartupError("can't open config file '\(path)'") }
         defer { fclose(file) }
-        var result: [(Int, String, [String])] = []
-        var lineNumber = 0
-        var buffer = [CChar](repeating: 0, count: 64 * 1024)
-        while fgets(&buffer, Int32(buffer.count), file) != nil {
-            lineNumber += 1
-            let bytes = buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
-            let trimmed = bytes.drop { $0 == 32 || $0 == 9 }
-            if trimmed.isEmpty || trimmed.first == UInt8(ascii: "#") { continue }
-            let args: [String]
-            do {
-                args = try InlineSplitter.split(Array(trimmed)).map { String(decoding: $0.readableBytesView, as: UTF8.self) }
-            } catch {
-                throw StartupError("\(path):\(lineNumber): unbalanced quotes in configuration line")
-            }
-            guard let name = args.first else { continue }
-            result.append((lineNumber, name, Array(args.dropFirst())))
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let n = fread(&buffer, 1, buffer.count, file)
+            if n <= 0 { break }
+            bytes += buffer[0..<n]
         }
-        return result
+        do {
+            return try ConfigStore.parseConfigText(bytes)
+        } catch {
+            throw StartupError("\(path):\(error.line): unbalanced quotes in configuration line")
+        }
     }
 }
 
