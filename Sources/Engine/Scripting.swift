@@ -30,7 +30,8 @@ public final class ScriptEngine: @unchecked Sendable {
     /// Whether the running script has written (then `SCRIPT KILL` refuses, as in Redis).
     let runningScriptWrote = Atomic<Bool>(false)
     private let killFlag: UnsafeMutablePointer<Int32>
-    private let known = Mutex<Set<String>>([])
+    /// Every cached script's SHA1 and its shebang flags (read without the keyspace lock).
+    private let known = Mutex<[String: ScriptFlags]>([:])
     /// Called once when the running script ends (connections parked behind it).
     private let idleWaiters = Mutex<[@Sendable () -> Void]>([])
     // Touched only under the keyspace's exclusive access:
@@ -256,12 +257,20 @@ public final class ScriptEngine: @unchecked Sendable {
     }
 
     public func exists(_ sha: String) -> Bool {
-        known.withLock { $0.contains(sha.lowercased()) }
+        known.withLock { $0[sha.lowercased()] != nil }
+    }
+
+    /// The shebang flags of cached script `sha`, or nil when it is not cached.
+    public func flags(_ sha: String) -> ScriptFlags? {
+        known.withLock { $0[sha.lowercased()] }
     }
 
     /// Compiles and caches `body`, whose SHA1 is `sha`. Call under exclusive access.
     func load(_ body: [UInt8], sha: String) throws(CommandError) {
         if bodies[sha] != nil { return }
+        // A `#!lua` first line is read (and refused if wrong) here; Lua gets the rest, newline
+        // included, so line numbers stay the script's own.
+        let (flags, start) = try ScriptFlags.parse(body)
         let L = state
         lua_getfield(L, sb_lua_registryindex(), "sb_scripts")
         if sb_lua_isnil(L, -1) != 0 {
@@ -270,7 +279,7 @@ public final class ScriptEngine: @unchecked Sendable {
             lua_pushvalue(L, -1)
             lua_setfield(L, sb_lua_registryindex(), "sb_scripts")
         }
-        let status = body.withUnsafeBufferPointer { p in
+        let status = body[start...].withUnsafeBufferPointer { p in
             sb_load_text(L, UnsafeRawPointer(p.baseAddress ?? UnsafePointer(bitPattern: 1)!).assumingMemoryBound(to: CChar.self), p.count, "@user_script")
         }
         guard status == 0 else {
@@ -281,7 +290,7 @@ public final class ScriptEngine: @unchecked Sendable {
         lua_setfield(L, -2, sha)
         lua_settop(L, 0)
         bodies[sha] = body
-        known.withLock { _ = $0.insert(sha) }
+        known.withLock { $0[sha] = flags }
     }
 
     /// Forgets every script (`SCRIPT FLUSH`). Call under exclusive access.
@@ -291,7 +300,7 @@ public final class ScriptEngine: @unchecked Sendable {
         state = Self.makeState(killFlag: killFlag)
         messageHandlerRef = Self.bootstrap(state)
         bodies = [:]
-        known.withLock { $0 = [] }
+        known.withLock { $0 = [:] }
     }
 
     /// `SCRIPT KILL`. - Returns: nil when a kill was requested, else the error to reply.
@@ -703,4 +712,42 @@ private let scriptLog: lua_CFunction = { L in
     let level = lua_tonumber(L, 1)
     ScriptContext.current(in: L)?.engine.scriptLog(level >= 0 && level <= 3 ? Int(level) : 3, message)
     return 0
+}
+
+/// The flags of a script's `#!lua flags=…` first line (Redis 7), or `compatible` without one.
+public struct ScriptFlags: Sendable, Equatable {
+    /// No shebang: Redis's pre-7 behaviour (writes and OOM checked per command).
+    public var hasShebang = false
+    public var noWrites = false
+    public var allowOOM = false
+    public var noCluster = false
+    public var allowCrossSlotKeys = false
+    public var allowStale = false
+
+    /// Reads the shebang line of `body`. - Returns: the flags and where the Lua code starts.
+    static func parse(_ body: [UInt8]) throws(CommandError) -> (ScriptFlags, Int) {
+        var flags = ScriptFlags()
+        guard body.count >= 2, body[0] == UInt8(ascii: "#"), body[1] == UInt8(ascii: "!") else { return (flags, 0) }
+        flags.hasShebang = true
+        guard let end = body.firstIndex(of: UInt8(ascii: "\n")) else { throw CommandError("ERR Invalid script shebang") }
+        let line = String(decoding: body[0..<end], as: UTF8.self)
+        let parts = line.split(separator: " ", omittingEmptySubsequences: true)
+        guard let engine = parts.first, engine == "#!lua" else {
+            throw CommandError("ERR Unexpected engine in script shebang: \(parts.first.map(String.init) ?? line)")
+        }
+        for option in parts.dropFirst() {
+            guard option.hasPrefix("flags=") else { throw CommandError("ERR Unknown lua shebang option: \(option)") }
+            for flag in option.dropFirst(6).split(separator: ",", omittingEmptySubsequences: true) {
+                switch flag {
+                case "no-writes": flags.noWrites = true
+                case "allow-oom": flags.allowOOM = true
+                case "no-cluster": flags.noCluster = true
+                case "allow-cross-slot-keys": flags.allowCrossSlotKeys = true
+                case "allow-stale": flags.allowStale = true
+                default: throw CommandError("ERR Unexpected flag in script shebang: \(flag)")
+                }
+            }
+        }
+        return (flags, end)
+    }
 }

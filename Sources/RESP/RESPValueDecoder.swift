@@ -36,7 +36,15 @@ public struct RESPValueDecoder: Sendable {
 
     private func line(_ buffer: inout ByteBuffer) -> String? {
         let view = buffer.readableBytesView
-        guard let cr = view.firstIndex(of: 13), cr + 1 < view.endIndex else { return nil }
+        // The line ends at the first CRLF (a lone CR is part of it, as the frame scanner reads it).
+        var search = view.startIndex
+        var found: Int? = nil
+        while let cr = view[search...].firstIndex(of: 13) {
+            guard cr + 1 < view.endIndex else { return nil }
+            if view[cr + 1] == 10 { found = cr; break }
+            search = cr + 1
+        }
+        guard let cr = found else { return nil }
         let text = String(decoding: view[view.startIndex..<cr], as: UTF8.self)
         buffer.moveReaderIndex(forwardBy: cr - view.startIndex + 2)
         return text

@@ -27,13 +27,30 @@ enum ScriptCommands {
                 return
             }
         }
+        // Shebang flags (a cached script's, or read now from the body): checked before anything runs.
+        let flags: ScriptFlags
+        if bySHA {
+            guard let cached = engine.scripts.flags(sha) else { throw CommandError("NOSCRIPT No matching script. Please use EVAL.") }
+            flags = cached
+        } else {
+            flags = try ScriptFlags.parse(Array(script.readableBytesView.prefix(4096))).0
+        }
+        if readOnly && flags.hasShebang && !flags.noWrites {
+            throw CommandError("ERR Can not execute a script with write flag using *_ro command.")
+        }
+        if flags.noCluster && engine.cluster != nil {
+            throw CommandError("ERR Can not run script on cluster, 'no-cluster' flag is set.")
+        }
+        if flags.hasShebang && !flags.allowOOM && !flags.noWrites && !engine.makeRoom() {
+            throw CommandError.outOfMemory
+        }
         if inv.mayDeferScripts {
             inv.deferredScript = true
             return
         }
         try engine.keyspace.withExclusiveAccess { () throws(CommandError) in
             if !bySHA { try engine.scripts.load(Array(script.readableBytesView), sha: sha) }
-            try engine.scripts.run(sha: sha, keys: keys, argv: argv, engine: engine, invocation: &inv, readOnly: readOnly)
+            try engine.scripts.run(sha: sha, keys: keys, argv: argv, engine: engine, invocation: &inv, readOnly: readOnly || flags.noWrites)
         }
     }
 

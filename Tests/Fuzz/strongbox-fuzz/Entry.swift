@@ -13,7 +13,7 @@ let fuzzTargets: [String: @Sendable (UnsafeRawBufferPointer) -> Void] = [
 let selectedTarget: @Sendable (UnsafeRawBufferPointer) -> Void = {
     let name = ProcessInfo.processInfo.environment["STRONGBOX_FUZZ_TARGET"] ?? ""
     guard let run = fuzzTargets[name] else {
-        fputs("STRONGBOX_FUZZ_TARGET must be one of \(fuzzTargets.keys.sorted())\n", stderr)
+        print("STRONGBOX_FUZZ_TARGET must be one of \(fuzzTargets.keys.sorted())")
         exit(2)
     }
     return run
