@@ -21,13 +21,19 @@ extension ClientIntegration {
             return found
         }
 
+        /// A plain client that names itself as a peer link does.
+        static func posingAsPeer(_ node: StrongboxProcess) throws -> RawClient {
+            let client = try RawClient(port: node.port)
+            try client.send(command: ["CLIENT", "SETNAME", "strongbox-peer"])
+            #expect(try client.readReply() == .simpleString("OK"))
+            return client
+        }
+
         @Test("with --cluster-auth, naming a connection strongbox-peer grants nothing: writes are still routed")
         func namedPeerIsRouted() throws {
             let nodes = try startCluster(2, mode: "proxy", extra: ["--cluster-auth", "s3cret"])
             defer { nodes.forEach { $0.stop() } }
-            let spoof = try RawClient(port: nodes[0].port)
-            try spoof.send(command: ["CLIENT", "SETNAME", "strongbox-peer"])
-            _ = try spoof.readReply()
+            let spoof = try Self.posingAsPeer(nodes[0])
             let foreign = Self.keys(ownedBy: 1, nodes, count: 20)
             for key in foreign {
                 try spoof.send(command: ["SET", key, "v-\(key)"])
@@ -53,9 +59,7 @@ extension ClientIntegration {
         func spoofedPeerWithoutSecret() throws {
             let nodes = try startCluster(2, mode: "proxy")
             defer { nodes.forEach { $0.stop() } }
-            let spoof = try RawClient(port: nodes[0].port)
-            try spoof.send(command: ["CLIENT", "SETNAME", "strongbox-peer"])
-            _ = try spoof.readReply()
+            let spoof = try Self.posingAsPeer(nodes[0])
             let foreign = Self.keys(ownedBy: 1, nodes, count: 5)
             for key in foreign {
                 try spoof.send(command: ["SET", key, "x"])
