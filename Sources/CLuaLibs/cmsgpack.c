@@ -179,10 +179,29 @@ static void sb_mp_put_container(lua_State *L, sb_mpbuf *b, size_t n,
     sb_mp_put_head(L, b, is_map ? 0xdf : 0xdd, (uint64_t)n & 0xffffffffu, 4);
 }
 
+/* Encoder state. `slack` mirrors Redis's stack layout for the limit checks:
+ * Redis leaves one encoded string per already-packed argument on the Lua
+ * stack while we keep a single buffer userdata instead, so while encoding
+ * argument i our stack is i-2 slots lower than Redis's. Every luaL_checkstack
+ * asks for that many extra slots, which makes "stack overflow (...)" errors
+ * appear at exactly the same points as in Redis (near LUAI_MAXCSTACK). */
+typedef struct {
+  sb_mpbuf *buf;
+  int slack;
+} sb_mpenc;
+
+static void sb_mp_checkstack(lua_State *L, const sb_mpenc *e, int n,
+                             const char *what) {
+  luaL_checkstack(L, n + e->slack, what);
+}
+
+static void sb_mp_encode(lua_State *L, sb_mpenc *e, int level);
+
 /* True when the table at the top has exactly the keys 1..n (n may be 0). */
-static int sb_mp_is_array(lua_State *L) {
+static int sb_mp_is_array(lua_State *L, const sb_mpenc *e) {
   int top = lua_gettop(L);
   int count = 0, max = 0;
+  sb_mp_checkstack(L, e, 2, "in function table_is_an_array");
   lua_pushnil(L);
   while (lua_next(L, -2)) {
     lua_Number k;
@@ -203,59 +222,56 @@ static int sb_mp_is_array(lua_State *L) {
   return max == count;
 }
 
-static void sb_mp_encode(lua_State *L, sb_mpbuf *b, int level);
-
-static void sb_mp_encode_table(lua_State *L, sb_mpbuf *b, int level) {
-  luaL_checkstack(L, 2, "in function mp_encode_lua_table");
-  if (sb_mp_is_array(L)) {
+static void sb_mp_encode_table(lua_State *L, sb_mpenc *e, int level) {
+  if (sb_mp_is_array(L, e)) {
     size_t n = lua_objlen(L, -1), i;
-    sb_mp_put_container(L, b, n, 0);
-    luaL_checkstack(L, 1, "in function mp_encode_lua_table_as_array");
+    sb_mp_put_container(L, e->buf, n, 0);
+    sb_mp_checkstack(L, e, 1, "in function mp_encode_lua_table_as_array");
     for (i = 1; i <= n; i++) {
       lua_rawgeti(L, -1, (int)i);
-      sb_mp_encode(L, b, level + 1);
+      sb_mp_encode(L, e, level + 1);
     }
   } else {
     size_t n = 0;
-    luaL_checkstack(L, 3, "in function mp_encode_lua_table_as_map");
+    sb_mp_checkstack(L, e, 3, "in function mp_encode_lua_table_as_map");
     lua_pushnil(L);
     while (lua_next(L, -2)) {
       lua_pop(L, 1);
       n++;
     }
-    sb_mp_put_container(L, b, n, 1);
+    sb_mp_put_container(L, e->buf, n, 1);
     lua_pushnil(L);
     while (lua_next(L, -2)) {
       /* ... table key value */
       lua_pushvalue(L, -2);
-      sb_mp_encode(L, b, level + 1); /* key copy */
-      sb_mp_encode(L, b, level + 1); /* value */
+      sb_mp_encode(L, e, level + 1); /* key copy */
+      sb_mp_encode(L, e, level + 1); /* value */
     }
   }
 }
 
 /* Encodes the value at the top of the stack and pops it. */
-static void sb_mp_encode(lua_State *L, sb_mpbuf *b, int level) {
+static void sb_mp_encode(lua_State *L, sb_mpenc *e, int level) {
   int t = lua_type(L, -1);
   if (t == LUA_TTABLE && level >= SB_MP_MAX_NESTING) t = LUA_TNIL;
   switch (t) {
     case LUA_TSTRING: {
       size_t len;
       const char *s = lua_tolstring(L, -1, &len);
-      sb_mp_put_string(L, b, s, len);
+      sb_mp_put_string(L, e->buf, s, len);
       break;
     }
     case LUA_TBOOLEAN:
-      sb_mp_put_head(L, b, lua_toboolean(L, -1) ? 0xc3 : 0xc2, 0, 0);
+      sb_mp_put_head(L, e->buf, lua_toboolean(L, -1) ? 0xc3 : 0xc2, 0, 0);
       break;
     case LUA_TNUMBER:
-      sb_mp_put_number(L, b, lua_tonumber(L, -1));
+      sb_mp_put_number(L, e->buf, lua_tonumber(L, -1));
       break;
     case LUA_TTABLE:
-      sb_mp_encode_table(L, b, level);
+      sb_mp_encode_table(L, e, level);
       break;
     default:
-      sb_mp_put_head(L, b, 0xc0, 0, 0);
+      sb_mp_put_head(L, e->buf, 0xc0, 0, 0);
       break;
   }
   lua_pop(L, 1);
@@ -264,18 +280,20 @@ static void sb_mp_encode(lua_State *L, sb_mpbuf *b, int level) {
 static int sb_mp_pack(lua_State *L) {
   int nargs = lua_gettop(L);
   int i;
-  sb_mpbuf *b;
+  sb_mpenc e;
   if (nargs == 0)
     return luaL_argerror(L, 0, "MessagePack pack needs input.");
   if (!lua_checkstack(L, nargs))
     return luaL_argerror(L, 0, "Too many arguments for MessagePack pack.");
-  b = sb_mpbuf_push(L);
+  e.buf = sb_mpbuf_push(L);
   for (i = 1; i <= nargs; i++) {
-    luaL_checkstack(L, 1, "in function mp_check");
+    e.slack = i >= 2 ? i - 2 : 0;
+    sb_mp_checkstack(L, &e, 1, "in function mp_check");
     lua_pushvalue(L, i);
-    sb_mp_encode(L, b, 0);
+    sb_mp_encode(L, &e, 0);
   }
-  lua_pushlstring(L, b->data != NULL ? (const char *)b->data : "", b->len);
+  lua_pushlstring(L, e.buf->data != NULL ? (const char *)e.buf->data : "",
+                  e.buf->len);
   return 1;
 }
 

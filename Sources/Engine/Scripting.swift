@@ -417,6 +417,14 @@ public final class ScriptEngine: @unchecked Sendable {
         case LUA_TSTRING:
             var length = 0
             let p = lua_tolstring(L, index, &length)
+            // One string larger than the buffer's room (built with `..`) is refused, not a trap.
+            if inv.out.writerIndex + length > Invocation.maxReplyBytes {
+                try inv.checkReplySize()
+                if inv.out.writerIndex + length > Invocation.maxReplyBytes {
+                    inv.replyTooLarge = true
+                    throw CommandError("ERR reply is too large (more than \(Invocation.maxReplyBytes >> 20) MiB)")
+                }
+            }
             inv.out.writeRESPBulk(bytes: UnsafeRawBufferPointer(start: p, count: length))
         case LUA_TBOOLEAN:
             if resp3 {
@@ -507,6 +515,7 @@ public final class ScriptEngine: @unchecked Sendable {
                 sb_lua_pop(L, 1)
                 if isMap { try writeValue(L, -1, into: &inv, version: version, resp3: true, depth: depth + 1) }
                 sb_lua_pop(L, 1)
+                try inv.checkReplySize()
             }
             sb_lua_pop(L, 1)
             return true

@@ -101,7 +101,7 @@ public struct RESPValueDecoder: Sendable {
             let pairs = stride(from: 0, to: values.count, by: 2).map { (values[$0], values[$0 + 1]) }
             if marker == UInt8(ascii: "|") {
                 // An attribute precedes the reply it describes: return that reply.
-                return try parse(&buffer, depth: depth)
+                return try parse(&buffer, depth: depth + 1)
             }
             return .map(pairs)
         case UInt8(ascii: "_"):

@@ -231,7 +231,8 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
                 handler.unpark(context: context)
             }
         }
-        let delay = max(1, engine.millisecondsUntilBusy())
+        // Clamped: busy-reply-threshold may be up to Int64.max ms, more than a TimeAmount holds.
+        let delay = min(max(1, engine.millisecondsUntilBusy()), 86_400_000)
         context.eventLoop.scheduleTask(in: .milliseconds(delay), wake)
         engine.scripts.whenIdle(wake)
     }

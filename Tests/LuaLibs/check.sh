@@ -13,7 +13,7 @@ set -u
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 LIB="$ROOT/Sources/CLuaLibs"
-CASES="$HERE/cases.txt"
+CASES="${CASES_FILE:-$HERE/cases.txt}"
 VERBOSE=0
 [ "${1:-}" = "-v" ] && VERBOSE=1
 

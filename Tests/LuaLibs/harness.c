@@ -90,9 +90,12 @@ int main(int argc, char **argv) {
           fwrite(s, 1, sl, stdout);
           break;
         }
-        case LUA_TNUMBER:
-          printf("%lld", (long long)lua_tonumber(L, i));
+        case LUA_TNUMBER: { /* Redis truncates numbers to integer replies */
+          lua_Number d = lua_tonumber(L, i);
+          if (d > -9.2e18 && d < 9.2e18) printf("%lld", (long long)d);
+          else printf("%.17g", (double)d);
           break;
+        }
         case LUA_TBOOLEAN:
           fputs(lua_toboolean(L, i) ? "1" : "", stdout);
           break;
