@@ -118,6 +118,8 @@ let package = Package(
             name: "CXXHash",
             providers: [.apt(["libxxhash-dev"])]
         ),
+        // Redis's `struct` and `cmsgpack` Lua libraries, written here (Debian has no package).
+        .target(name: "CLuaLibs", dependencies: ["CLua"]),
         .systemLibrary(
             name: "CLua",
             providers: [.apt(["liblua5.1-0-dev", "lua-cjson-dev", "lua-bitop-dev"])]
@@ -125,7 +127,7 @@ let package = Package(
         .target(
             name: "Engine",
             dependencies: [
-                "RESP", "Keyspace", "HashRing", "CXXHash", "CLua",
+                "RESP", "Keyspace", "HashRing", "CXXHash", "CLua", "CLuaLibs",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],

@@ -1,4 +1,5 @@
 import CLua
+import CLuaLibs
 import Crypto
 import Dispatch
 import Keyspace
@@ -63,7 +64,8 @@ public final class ScriptEngine: @unchecked Sendable {
             lua_call(L, 1, 0)
         }
         // cjson and bit as Redis has them: globals of their own.
-        for (name, opener) in [("cjson", luaopen_cjson), ("bit", luaopen_bit)] as [(String, lua_CFunction)] {
+        for (name, opener) in [("cjson", luaopen_cjson), ("bit", luaopen_bit), ("struct", sb_luaopen_struct),
+                               ("cmsgpack", sb_luaopen_cmsgpack)] as [(String, lua_CFunction)] {
             sb_lua_pushcfunction(L, opener)
             lua_call(L, 0, 1)
             sb_lua_setglobal(L, name)
