@@ -49,7 +49,8 @@ public struct ClientKillFilter: Sendable {
         if let id, id != session.id { return false }
         if let address, address != session.address { return false }
         if let localAddress, localAddress != session.localAddress { return false }
-        if let maxAgeSeconds, (now - session.createdAt) / 1000 < maxAgeSeconds { return false }
+        // As Redis 7.4: clients older than the given age (strictly).
+        if let maxAgeSeconds, (now - session.createdAt) / 1000 <= maxAgeSeconds { return false }
         return true
     }
 }
@@ -205,7 +206,7 @@ public final class Engine: Sendable {
     /// While another client's script runs, a command waits (as in Redis, nothing else runs).
     /// A connection's command is parked (`waitingOnScript`) and its event loop goes on, able to
     /// answer `-BUSY` and take `SCRIPT KILL` once the script passes `busy-reply-threshold`; a
-    /// caller that cannot park (a cluster split's local part) waits for the script's locks.
+    /// caller that cannot park (a cluster split's local part) gets `-BUSY` at once.
     /// - Returns: true when the command may run now; false when it parked or must get `-BUSY`.
     private func waitForScript(_ invocation: inout Invocation) -> Bool {
         let since = scripts.runningSince.load(ordering: .relaxed)
@@ -217,9 +218,9 @@ public final class Engine: Sendable {
             invocation.waitingOnScript = true
             return false
         }
-        keyspace.withExclusiveAccess {}
-        invocation.now = keyspace.clock.now()
-        return true
+        // A caller that cannot park (a cluster split's local part) answers -BUSY rather than
+        // block its event loop for as long as the script runs.
+        return false
     }
 
     /// Milliseconds until the running script passes `busy-reply-threshold` (0: none runs or it has).

@@ -164,7 +164,9 @@ public final class ScriptEngine: @unchecked Sendable {
             -- string.rep and Lua 5.1's recursive pattern matcher run in C, where neither the time
             -- limit nor SCRIPT KILL reaches: bound what they can be asked to do.
             string.rep = function(s, n, ...)
-              if type(n) == 'number' and type(s) == 'string' and #s * n > \(Self.maxStringBytes) then
+              -- The same coercions string.rep applies (numbers as strings, numeric strings as counts).
+              local count, text = tonumber(n), (type(s) == 'number') and tostring(s) or s
+              if count and type(text) == 'string' and #text * count > \(Self.maxStringBytes) then
                 error('resulting string too large', 2)
               end
               return srep(s, n, ...)

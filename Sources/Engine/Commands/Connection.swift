@@ -46,8 +46,9 @@ enum ConnectionCommands {
 
     /// Names a connection; without a cluster secret the peer name marks a cluster member's link.
     static func setName(_ engine: Engine, _ session: inout Session, _ name: String) {
+        // Without a secret the name is what marks a peer link: renaming drops it.
+        if engine.config.peerSecret.isEmpty { session.isPeer = name == Session.peerName }
         session.name = name
-        if name == Session.peerName && engine.config.peerSecret.isEmpty { session.isPeer = true }
     }
 
     /// AUTH [username] password
@@ -142,6 +143,7 @@ enum ConnectionCommands {
         inv.session.name = ""
         inv.session.noEvict = false
         inv.session.authenticated = engine.config.requirePass.isEmpty
+        inv.session.isPeer = false
         inv.out.writeRESPSimpleString("RESET" as StaticString)
     }
 

@@ -39,6 +39,8 @@ enum CommandsTarget {
         "return string.rep(ARGV[1] or 'x', tonumber(ARGV[2]) or 1)", "return {string.find(ARGV[1] or '', ARGV[2] or '')}",
         "return redis.call('pexpire', KEYS[1] or 'k', (tonumber(ARGV[1]) or 0) + redis.call('pttl', KEYS[1] or 'k'))",
         "error({})", "error(nil)", "rawset(_G, 'x', 1)", "return loadstring(ARGV[1] or '')",
+        "return cmsgpack.unpack(ARGV[1] or '')", "return cmsgpack.pack(tonumber(ARGV[1]), ARGV[2])",
+        "return {struct.unpack(ARGV[1] or 'i', ARGV[2] or '')}", "return struct.pack(ARGV[1] or 'i', tonumber(ARGV[2]) or 0)",
     ]
 
     struct Reader {
