@@ -456,7 +456,6 @@ public final class ScriptEngine: @unchecked Sendable {
                 return
             }
             sb_lua_pop(L, 1)
-            if resp3, try writeRESP3Table(L, index, into: &inv, version: version, depth: depth) { return }
             sb_rawgetfield(L, index, "ok")
             if lua_type(L, -1) == LUA_TSTRING {
                 inv.out.writeRESPSimpleString(string(L, -1).replacing("\r", with: " ").replacing("\n", with: " "))
@@ -464,6 +463,8 @@ public final class ScriptEngine: @unchecked Sendable {
                 return
             }
             sb_lua_pop(L, 1)
+            // As Redis: the RESP3 table forms are read whatever redis.setresp said.
+            if try writeRESP3Table(L, index, into: &inv, version: version, depth: depth) { return }
             // An array: elements 1, 2, … up to the first nil.
             var count = 0
             while true {
