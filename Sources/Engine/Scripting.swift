@@ -97,6 +97,7 @@ public final class ScriptEngine: @unchecked Sendable {
             local rawpcall, tinsert, tremove, tsort, srep, sfind, smatch, sgmatch, sgsub =
                   pcall, table.insert, table.remove, table.sort, string.rep, string.find, string.match, string.gmatch, string.gsub
             __sb_call, __sb_rcall, __sb_sha1, __sb_log, __sb_loadstring, __sb_setresp, __sb_cwrap = nil
+            local function pack(...) return {n = select('#', ...), ...} end
             redis = {}
             redis.call = raisingcall
             redis.pcall = rawcall
@@ -142,7 +143,6 @@ public final class ScriptEngine: @unchecked Sendable {
             redis.REDIS_VERSION = '\(Engine.redisVersion)'
             redis.REDIS_VERSION_NUM = \(Engine.redisVersionNumber)
             -- As in Redis, pcall hands scripts an error reply's text, not the table.
-            local function pack(...) return {n = select('#', ...), ...} end
             pcall = function(...)
               local r = pack(rawpcall(...))
               if not r[1] and type(r[2]) == 'table' and type(rawget(r[2], 'err')) == 'string' then r[2] = rawget(r[2], 'err') end
@@ -163,23 +163,38 @@ public final class ScriptEngine: @unchecked Sendable {
             end
             -- string.rep and Lua 5.1's recursive pattern matcher run in C, where neither the time
             -- limit nor SCRIPT KILL reaches: bound what they can be asked to do.
-            string.rep = function(s, n, ...)
+            -- Library functions wrapped here (size and pattern bounds, read-only guards) keep the
+            -- originals' error texts: the original runs under pcall, its "bad argument … to '?'"
+            -- gets its name back, and the error is raised at the script's line (the wrapper sits
+            -- behind a C trampoline, so a script's `return f()` keeps its frame).
+            local function native(name, f, check)
+              return cwrap(function(...)
+                if check then check(...) end
+                local r = pack(rawpcall(f, ...))
+                if r[1] then return unpack(r, 2, r.n) end
+                local e = r[2]
+                if type(e) == 'string' then e = sgsub(e, "^bad argument (#%d+) to '%?'", "bad argument %1 to '" .. name .. "'") end
+                error(e, 3)
+              end)
+            end
+            -- string.rep and Lua 5.1's recursive pattern matcher run in C, where neither the time
+            -- limit nor SCRIPT KILL reaches: bound what they can be asked to build or recurse into.
+            string.rep = native('rep', srep, function(s, n)
               -- The same coercions string.rep applies (numbers as strings, numeric strings as counts).
               local count, text = tonumber(n), (type(s) == 'number') and tostring(s) or s
               if count and type(text) == 'string' and #text * count > \(Self.maxStringBytes) then
-                error('resulting string too large', 2)
+                error('resulting string too large', 4)
               end
-              return srep(s, n, ...)
-            end
-            local function checkPattern(p)
+            end)
+            local function checkPattern(_, p)
               if type(p) == 'string' and #p > 200 and select(2, sgsub(p, '[%?%*%+%-%(%%]', '')) > 200 then
-                error('pattern too complex', 3)
+                error('pattern too complex', 4)
               end
             end
-            string.find = function(s, p, ...) checkPattern(p) return sfind(s, p, ...) end
-            string.match = function(s, p, ...) checkPattern(p) return smatch(s, p, ...) end
-            string.gmatch = function(s, p) checkPattern(p) return sgmatch(s, p) end
-            string.gsub = function(s, p, ...) checkPattern(p) return sgsub(s, p, ...) end
+            string.find = native('find', sfind, checkPattern)
+            string.match = native('match', smatch, checkPattern)
+            string.gmatch = native('gmatch', sgmatch, checkPattern)
+            string.gsub = native('gsub', sgsub, checkPattern)
             debug, dofile, loadfile, module, require, package, newproxy, setfenv, getfenv, print = nil
             -- Read-only tables as Redis has them: an empty proxy whose reads fall through to the
             -- real table (a table __index, so reads stay fast) and whose writes always fail. Raw
@@ -194,13 +209,11 @@ public final class ScriptEngine: @unchecked Sendable {
               isProxy[p] = true
               return p
             end
-            local function guard(f)
-              return function(t, ...)
-                if isProxy[t] then error('Attempt to modify a readonly table', 0) end
-                return f(t, ...)
-              end
+            local function guard(name, f)
+              return native(name, f, function(t) if isProxy[t] then error('Attempt to modify a readonly table', 0) end end)
             end
-            _G.rawset, table.insert, table.remove, table.sort = guard(rawset), guard(tinsert), guard(tremove), guard(tsort)
+            _G.rawset, table.insert, table.remove, table.sort =
+              guard('rawset', rawset), guard('insert', tinsert), guard('remove', tremove), guard('sort', tsort)
             -- Library functions written here raise their errors as Redis's C ones: naming the caller's line.
             for _, name in ipairs({'sha1hex', 'log', 'setresp', 'set_repl'}) do redis[name] = cwrap(redis[name]) end
             for _, name in ipairs({'redis', 'string', 'table', 'math', 'coroutine', 'bit', 'cjson', 'struct', 'cmsgpack'}) do
