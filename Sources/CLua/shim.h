@@ -3,6 +3,7 @@
 #include <lua5.1/lua.h>
 #include <lua5.1/lauxlib.h>
 #include <lua5.1/lualib.h>
+#include <time.h>
 
 /* The cjson and bit libraries Redis ships with its Lua (Debian's lua-cjson-dev, lua-bitop-dev). */
 extern int luaopen_cjson(lua_State *L);
@@ -34,6 +35,31 @@ static void sb_kill_hook(lua_State *L, lua_Debug *ar) {
         lua_pushstring(L, "Script killed by user with SCRIPT KILL...");
         lua_error(L);
     }
+    /* FUNCTION LOAD's time limit: a deadline (monotonic ms) in the registry while a library loads. */
+    lua_getfield(L, LUA_REGISTRYINDEX, "sb_deadline");
+    lua_Number deadline = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    if (deadline > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        if ((lua_Number)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 >= deadline) {
+            lua_sethook(L, sb_kill_hook, LUA_MASKLINE | LUA_MASKCOUNT, 1);
+            lua_pushstring(L, "FUNCTION LOAD timeout");
+            lua_error(L);
+        }
+    }
+}
+
+/* Sets (ms > 0) or clears (0) the load deadline, `ms` milliseconds from now. */
+static inline void sb_set_deadline(lua_State *L, long ms) {
+    lua_Number deadline = 0;
+    if (ms > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        deadline = (lua_Number)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + ms;
+    }
+    lua_pushnumber(L, deadline);
+    lua_setfield(L, LUA_REGISTRYINDEX, "sb_deadline");
 }
 
 static inline void sb_install_kill_hook(lua_State *L, int *flag) {

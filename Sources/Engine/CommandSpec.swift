@@ -65,11 +65,13 @@ public final class CommandSpec: Sendable {
         self.hint = hint
         self.subcommands = subcommands
         self.handler = handler
-        if flags.contains("movablekeys"), name.hasPrefix("eval") {
+        if flags.contains("movablekeys"), name.hasPrefix("eval") || name.hasPrefix("fcall") {
             clusterRole = .scriptKeys
         } else if name == "scan" {
             clusterRole = .scan
-        } else if let merge = ["dbsize": Forward.Merge.sum, "keys": .concat, "flushall": .ok, "flushdb": .ok][name] {
+        } else if let merge = ["dbsize": Forward.Merge.sum, "keys": .concat, "flushall": .ok, "flushdb": .ok,
+                               "function|load": .same, "function|delete": .ok, "function|flush": .ok,
+                               "function|restore": .ok][name] {
             clusterRole = .everywhere(merge)
         } else if let merge = ["mget": Forward.Merge.values, "mset": .ok, "del": .sum, "unlink": .sum, "exists": .sum, "touch": .sum][name] {
             clusterRole = .splittable(merge)

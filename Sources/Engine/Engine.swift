@@ -166,7 +166,7 @@ public final class Engine: Sendable {
         if !fromScript && scripts.runningSince.load(ordering: .relaxed) != 0 && !spec.flags.contains("allow_busy") {
             guard waitForScript(&invocation) else {
                 if !invocation.waitingOnScript {
-                    invocation.out.writeRESPError("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.")
+                    invocation.out.writeRESPError(scripts.busyMessage)
                 }
                 return
             }

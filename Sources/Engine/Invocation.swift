@@ -59,6 +59,8 @@ public enum Forward: Sendable {
         case ok
         /// Arrays concatenated (KEYS).
         case concat
+        /// Every member ran the same change (FUNCTION LOAD): the first error, else the first reply.
+        case same
     }
 }
 

@@ -30,31 +30,57 @@ public final class ScriptEngine: @unchecked Sendable {
     public let runningSince = Atomic<Int64>(0)
     /// Whether the running script has written (then `SCRIPT KILL` refuses, as in Redis).
     let runningScriptWrote = Atomic<Bool>(false)
-    private let killFlag: UnsafeMutablePointer<Int32>
+    let killFlag: UnsafeMutablePointer<Int32>
     /// Every cached script's SHA1 and its shebang flags (read without the keyspace lock).
     private let known = Mutex<[String: ScriptFlags]>([:])
     /// Called once when the running script ends (connections parked behind it).
     private let idleWaiters = Mutex<[@Sendable () -> Void]>([])
+    /// What runs now (for `-BUSY` texts, `SCRIPT KILL` vs `FUNCTION KILL`, `FUNCTION STATS`).
+    let running = Mutex<RunningScript?>(nil)
+    /// The function libraries' metadata (read without the keyspace lock; changed under it).
+    let catalog = Mutex(FunctionCatalog())
     // Touched only under the keyspace's exclusive access:
-    private var state: OpaquePointer
+    /// `EVAL` scripts' Lua state, and the functions' own (as in Redis, `SCRIPT FLUSH` and
+    /// `FUNCTION FLUSH` each reset only theirs).
+    private var evalVM: LuaVM
+    var functionVM: LuaVM
     private var bodies: [String: [UInt8]] = [:]
-    private var messageHandlerRef: Int32 = 0
 
     init() {
         killFlag = .allocate(capacity: 1)
         killFlag.initialize(to: 0)
-        state = Self.makeState(killFlag: killFlag)
-        messageHandlerRef = Self.bootstrap(state)
+        evalVM = LuaVM(killFlag: killFlag)
+        functionVM = LuaVM(killFlag: killFlag)
     }
 
     deinit {
-        lua_close(state)
+        lua_close(evalVM.state)
+        lua_close(functionVM.state)
         killFlag.deallocate()
+    }
+
+    /// One Lua state with Strongbox's library and sandbox, and its error handler.
+    struct LuaVM {
+        let state: OpaquePointer
+        let handlerRef: Int32
+
+        init(killFlag: UnsafeMutablePointer<Int32>) {
+            state = ScriptEngine.makeState(killFlag: killFlag)
+            handlerRef = ScriptEngine.bootstrap(state)
+        }
+    }
+
+    /// The script or function running now.
+    struct RunningScript {
+        var isFunction: Bool
+        var name: String
+        var command: [String]
+        var since: Int64
     }
 
     // MARK: The Lua state
 
-    private static func makeState(killFlag: UnsafeMutablePointer<Int32>) -> OpaquePointer {
+    static func makeState(killFlag: UnsafeMutablePointer<Int32>) -> OpaquePointer {
         let L = luaL_newstate()!
         // Only the libraries Redis offers that need no system access.
         for (name, opener) in [("", luaopen_base), (LUA_TABLIBNAME, luaopen_table), (LUA_STRLIBNAME, luaopen_string),
@@ -88,7 +114,7 @@ public final class ScriptEngine: @unchecked Sendable {
     /// Builds the `redis` table and the sandbox: read-only globals (reading a missing one is an
     /// error too), no `os`, `io`, `loadfile`, `dofile`, `require`, `debug`.
     /// - Returns: a registry reference to the error handler.
-    private static func bootstrap(_ L: OpaquePointer) -> Int32 {
+    static func bootstrap(_ L: OpaquePointer) -> Int32 {
         let library = """
             local getinfo, setenv = debug.getinfo, setfenv
             local rawcall, raisingcall, sha1, log, textload, setresp, cwrap = __sb_call, __sb_rcall, __sb_sha1, __sb_log, __sb_loadstring, __sb_setresp, __sb_cwrap
@@ -203,11 +229,12 @@ public final class ScriptEngine: @unchecked Sendable {
             local proxies, isProxy = {}, {}
             local function readonly(t, missing)
               if missing then setmetatable(t, {__index = missing}) end
-              local p = setmetatable({}, {__index = t, __newindex = function() error('Attempt to modify a readonly table', 2) end,
-                                          __metatable = false})
+              local meta = {__index = t, __newindex = function() error('Attempt to modify a readonly table', 2) end,
+                            __metatable = false}
+              local p = setmetatable({}, meta)
               proxies[#proxies + 1] = p
               isProxy[p] = true
-              return p
+              return p, meta
             end
             local function guard(name, f)
               return native(name, f, function(t) if isProxy[t] then error('Attempt to modify a readonly table', 0) end end)
@@ -226,10 +253,75 @@ public final class ScriptEngine: @unchecked Sendable {
             smt.__metatable = readonly({__index = _G.string})
             local backing = {}
             for k, v in pairs(_G) do backing[k] = v end
-            local globals = readonly(backing, function(_, k)
+            local function missing(_, k)
               error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
-            end)
+            end
+            local globals, globalsMeta = readonly(backing, missing)
             backing._G = globals
+            -- FUNCTION LOAD runs a library's code with these globals instead (the Swift side
+            -- points the globals' __index here while it runs): only redis.register_function,
+            -- redis.log and the constants, as Redis 7.0.
+            local pending = {}
+            local flagOrder = {'no-writes', 'allow-oom', 'allow-stale', 'no-cluster', 'allow-cross-slot-keys'}
+            local knownFlag = {}
+            for _, f in ipairs(flagOrder) do knownFlag[f] = true end
+            local function fail(message) error({err = 'ERR ' .. message}, 0) end
+            local function register(...)
+              local n = select('#', ...)
+              local name, callback, flags, description
+              if n == 1 then
+                local named = ...
+                if type(named) ~= 'table' then
+                  fail('calling redis.register_function with a single argument is only applicable to Lua table (representing named arguments).')
+                end
+                for k, v in next, named do
+                  if k == 'function_name' then
+                    if type(v) ~= 'string' and type(v) ~= 'number' then fail('function_name argument given to redis.register_function must be a string') end
+                    name = tostring(v)
+                  elseif k == 'callback' then
+                    if type(v) ~= 'function' then fail('callback argument given to redis.register_function must be a function') end
+                    callback = v
+                  elseif k == 'flags' then
+                    if type(v) ~= 'table' then fail('flags argument to redis.register_function must be a table representing function flags') end
+                    flags = v
+                  elseif k == 'description' then
+                    if type(v) ~= 'string' and type(v) ~= 'number' then fail('description argument given to redis.register_function must be a string') end
+                    description = tostring(v)
+                  else
+                    fail('unknown argument given to redis.register_function')
+                  end
+                end
+                if name == nil then fail('redis.register_function must get a function name argument') end
+                if callback == nil then fail('redis.register_function must get a callback argument') end
+              elseif n == 2 then
+                name, callback = ...
+                if type(name) ~= 'string' and type(name) ~= 'number' then fail('first argument to redis.register_function must be a string') end
+                if type(callback) ~= 'function' then fail('second argument to redis.register_function must be a function') end
+                name = tostring(name)
+              else
+                fail('wrong number of arguments to redis.register_function')
+              end
+              local given = {}
+              for _, f in next, flags or {} do
+                if type(f) ~= 'string' or not knownFlag[f] then fail('unknown flag given') end
+                given[f] = true
+              end
+              local ordered = {}
+              for _, f in ipairs(flagOrder) do if given[f] then ordered[#ordered + 1] = f end end
+              -- Redis's text (it names libraries here too).
+              if #name == 0 or sfind(name, '[^%w_]') then
+                fail('Library names can only contain letters, numbers, or underscores(_) and must be at least one character long')
+              end
+              local list = pending.list
+              for i = 1, #list do
+                if list[i].name == name then fail('Function already exists in the library') end
+              end
+              list[#list + 1] = {name = name, callback = callback, flags = ordered, description = description}
+            end
+            local loadRedis = {register_function = cwrap(register), log = redis.log, REDIS_VERSION = redis.REDIS_VERSION,
+                               REDIS_VERSION_NUM = redis.REDIS_VERSION_NUM}
+            for _, level in ipairs({'LOG_DEBUG', 'LOG_VERBOSE', 'LOG_NOTICE', 'LOG_WARNING'}) do loadRedis[level] = redis[level] end
+            local loadGlobals = readonly({redis = readonly(loadRedis, missing)}, missing)
             -- The error handler: where in the user's script the error happened, and its text.
             -- Only raw reads and type checks here: an error object's metamethods never run.
             local function handler(e)
@@ -237,7 +329,7 @@ public final class ScriptEngine: @unchecked Sendable {
               for level = 2, 64 do
                 local info = getinfo(level, 'Sl')
                 if not info then break end
-                if info.source == '@user_script' then line = info.currentline break end
+                if info.source == '@user_script' or info.source == '@user_function' then line = info.currentline break end
               end
               local t = type(e)
               if t == 'table' and type(rawget(e, 'err')) == 'string' then return {err = rawget(e, 'err'), line = line} end
@@ -247,18 +339,22 @@ public final class ScriptEngine: @unchecked Sendable {
             end
             -- Scripts compiled from now on see the read-only globals.
             setenv(0, globals)
-            return handler, backing, proxies
+            return handler, backing, proxies, {globals = globalsMeta, backing = backing, loading = loadGlobals, pending = pending}
             """
         var bytes = Array(library.utf8)
         let loaded = bytes.withUnsafeMutableBufferPointer { p in
             luaL_loadbuffer(L, UnsafeRawPointer(p.baseAddress!).assumingMemoryBound(to: CChar.self), p.count, "@sb_lib")
         }
-        guard loaded == 0, lua_pcall(L, 0, 3, 0) == 0 else {
+        guard loaded == 0, lua_pcall(L, 0, 4, 0) == 0 else {
             // The library is a constant: failing to load it is a build defect, not an input error.
             let message = String(cString: lua_tolstring(L, -1, nil))
             fatalError("strongbox: Lua library failed to load: \(message)")
         }
-        // Stack: handler, backing globals (where KEYS and ARGV are set for each call), proxies.
+        // Stack: handler, backing globals (where KEYS and ARGV are set for each call), proxies,
+        // what FUNCTION LOAD needs (`withLibraryGlobals`).
+        lua_setfield(L, sb_lua_registryindex(), "sb_loader")
+        sb_lua_newtable(L)
+        lua_setfield(L, sb_lua_registryindex(), "sb_functions")
         lua_setfield(L, sb_lua_registryindex(), "sb_proxies")
         lua_setfield(L, sb_lua_registryindex(), "sb_globals")
         return luaL_ref(L, sb_lua_registryindex())
@@ -288,7 +384,7 @@ public final class ScriptEngine: @unchecked Sendable {
         // A `#!lua` first line is read (and refused if wrong) here; Lua gets the rest, newline
         // included, so line numbers stay the script's own.
         let (flags, start) = try ScriptFlags.parse(body)
-        let L = state
+        let L = evalVM.state
         lua_getfield(L, sb_lua_registryindex(), "sb_scripts")
         if sb_lua_isnil(L, -1) != 0 {
             sb_lua_pop(L, 1)
@@ -313,21 +409,37 @@ public final class ScriptEngine: @unchecked Sendable {
     /// Forgets every script (`SCRIPT FLUSH`). Call under exclusive access.
     func flush() {
         // A new Lua state: nothing any script did survives a flush.
-        lua_close(state)
-        state = Self.makeState(killFlag: killFlag)
-        messageHandlerRef = Self.bootstrap(state)
+        lua_close(evalVM.state)
+        evalVM = LuaVM(killFlag: killFlag)
         bodies = [:]
         known.withLock { $0 = [:] }
     }
 
-    /// `SCRIPT KILL`. - Returns: nil when a kill was requested, else the error to reply.
-    public func kill() -> CommandError? {
-        if runningSince.load(ordering: .relaxed) == 0 { return CommandError("NOTBUSY No scripts in execution right now.") }
+    static let evalBusy = "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."
+    static let functionBusy = "BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE."
+
+    /// The `-BUSY` text for the script running now (it names the command that can stop it).
+    public var busyMessage: String {
+        running.withLock { $0?.isFunction ?? false } ? Self.functionBusy : Self.evalBusy
+    }
+
+    /// `SCRIPT KILL` (`function` false) or `FUNCTION KILL`: each stops only its own kind.
+    /// - Returns: nil when a kill was requested, else the error to reply.
+    public func kill(function: Bool = false) -> CommandError? {
+        guard let current = running.withLock({ $0 }), runningSince.load(ordering: .relaxed) != 0 else {
+            return CommandError("NOTBUSY No scripts in execution right now.")
+        }
         if runningScriptWrote.load(ordering: .relaxed) {
             return CommandError("UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.")
         }
+        if current.isFunction != function { return CommandError(current.isFunction ? Self.functionBusy : Self.evalBusy) }
         sb_flag_store(killFlag, 1)
         return nil
+    }
+
+    /// Stops whatever script runs, written or not (the server is shutting down).
+    public func forceKill() {
+        sb_flag_store(killFlag, 1)
     }
 
     // MARK: Running
@@ -347,15 +459,48 @@ public final class ScriptEngine: @unchecked Sendable {
     func run(sha: String, keys: ArraySlice<ByteBuffer>, argv: ArraySlice<ByteBuffer>, engine: Engine,
              invocation inv: inout Invocation, readOnly: Bool) throws(CommandError) {
         guard bodies[sha] != nil else { throw CommandError("NOSCRIPT No matching script. Please use EVAL.") }
-        let L = state
+        let L = evalVM.state
         lua_settop(L, 0)
         Self.setGlobalArray(L, "KEYS", keys)
         Self.setGlobalArray(L, "ARGV", argv)
-        lua_rawgeti(L, sb_lua_registryindex(), messageHandlerRef)
+        lua_rawgeti(L, sb_lua_registryindex(), evalVM.handlerRef)
         lua_getfield(L, sb_lua_registryindex(), "sb_scripts")
         lua_getfield(L, -1, sha)
         lua_remove(L, -2)
+        try invoke(L, arguments: 0, running: RunningScript(isFunction: false, name: sha, command: [], since: 0),
+                   chunk: "user_script", engine: engine, invocation: &inv, readOnly: readOnly)
+    }
 
+    /// Runs function `name` (`FCALL`): its callback gets the keys and the arguments as two
+    /// tables (no `KEYS`/`ARGV` globals, as in Redis). Call under exclusive access.
+    func runFunction(_ name: String, keys: ArraySlice<ByteBuffer>, argv: ArraySlice<ByteBuffer>, engine: Engine,
+                     invocation inv: inout Invocation, readOnly: Bool) throws(CommandError) {
+        let L = functionVM.state
+        lua_settop(L, 0)
+        lua_rawgeti(L, sb_lua_registryindex(), functionVM.handlerRef)
+        lua_getfield(L, sb_lua_registryindex(), "sb_functions")
+        lua_getfield(L, -1, name.lowercased())
+        lua_remove(L, -2)
+        guard lua_type(L, -1) == LUA_TFUNCTION else {
+            lua_settop(L, 0)
+            throw CommandError("ERR Function not found")
+        }
+        for values in [keys, argv] {
+            lua_createtable(L, Int32(values.count), 0)
+            for (i, v) in values.enumerated() {
+                v.withUnsafeReadableBytes { Self.pushBytes(L, $0) }
+                lua_rawseti(L, -2, Int32(i + 1))
+            }
+        }
+        let command = inv.args.prefix(32).map { String(decoding: $0.readableBytesView.prefix(128), as: UTF8.self) }
+        try invoke(L, arguments: 2, running: RunningScript(isFunction: true, name: name, command: command, since: 0),
+                   chunk: "user_function", engine: engine, invocation: &inv, readOnly: readOnly)
+    }
+
+    /// Calls the function on `L`'s stack (above the error handler at index 1, below its
+    /// `arguments`) under the time limit and `SCRIPT KILL`, then writes its reply.
+    private func invoke(_ L: OpaquePointer, arguments: Int32, running script: RunningScript, chunk: String,
+                        engine: Engine, invocation inv: inout Invocation, readOnly: Bool) throws(CommandError) {
         let context = ScriptContext(engine: engine, session: inv.session, readOnly: readOnly, now: inv.now, scripts: self)
         // The context travels in this Lua state's registry (not a global): several engines in
         // one process (tests start many servers) each have their own state and context.
@@ -363,16 +508,21 @@ public final class ScriptEngine: @unchecked Sendable {
         lua_setfield(L, sb_lua_registryindex(), "sb_context")
         sb_flag_store(killFlag, 0)
         runningScriptWrote.store(false, ordering: .relaxed)
-        runningSince.store(max(1, engine.keyspace.clock.now()), ordering: .relaxed)
-        let status = withExtendedLifetime(context) { lua_pcall(L, 0, 1, 1) }
-        runningSince.store(0, ordering: .relaxed)
-        wakeWaiters()
+        var script = script
+        script.since = max(1, engine.keyspace.clock.now())
+        running.withLock { [script] in $0 = script }
+        runningSince.store(script.since, ordering: .relaxed)
+        let status = withExtendedLifetime(context) { lua_pcall(L, arguments, 1, 1) }
         sb_reset_kill_hook(L)
         defer {
             lua_pushnil(L)
             lua_setfield(L, sb_lua_registryindex(), "sb_context")
             lua_settop(L, 0)
             sb_wipe_proxies(L)
+            running.withLock { $0 = nil }
+            runningSince.store(0, ordering: .relaxed)
+            // Parked connections go on once the reply is built (nothing here runs Lua code).
+            wakeWaiters()
         }
         if status != 0 {
             // The handler's table, or (when the handler itself failed, or memory ran out) a string.
@@ -389,7 +539,7 @@ public final class ScriptEngine: @unchecked Sendable {
             } else if lua_type(L, -1) == LUA_TSTRING {
                 message = "ERR " + Self.string(L, -1)
             }
-            throw CommandError("\(message) script: \(sha), on @user_script:\(line).")
+            throw CommandError("\(message) script: \(script.name), on @\(chunk):\(line).")
         }
         // Conversion reads with raw access only: nothing the script returns runs Lua code now.
         try Self.writeReply(L, -1, into: &inv, version: inv.version, resp3: context.resp == 3, depth: 0)

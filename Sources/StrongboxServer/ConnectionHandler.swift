@@ -382,6 +382,8 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
             return .integer(replies.reduce(0) { total, r in if case .integer(let n) = r { return total + n } else { return total } })
         case .ok:
             return .simpleString("OK")
+        case .same:
+            return replies.first ?? .null
         case .concat:
             var all: [RESPValue] = []
             for r in replies { if case .array(let items) = r { all += items } }

@@ -96,7 +96,7 @@ struct DifferentialTests {
         #expect(commands.count >= 300)
     }
 
-    @Test("replies match redis-server byte for byte", arguments: ["differential", "scripting", "hardening", "lua_libs"], [false, true])
+    @Test("replies match redis-server byte for byte", arguments: ["differential", "scripting", "hardening", "lua_libs", "functions"], [false, true])
     func matchesRedis(corpus: String, resp3: Bool) async throws {
         try #require(RedisServerProcess.isAvailable, "redis-server is not installed")
         let steps = try Self.loadCorpus(corpus)

@@ -63,6 +63,17 @@ enum Commands {
         }
     }
 
+    private static let fcallFlags = ["noscript", "stale", "skip_monitor", "may_replicate", "no_mandatory_keys", "movablekeys"]
+    private static let fcallROFlags = ["noscript", "stale", "skip_monitor", "no_mandatory_keys", "readonly", "movablekeys"]
+
+    private static func fcall(_ name: String, readOnly: Bool, _ summary: String) -> CommandSpec {
+        CommandSpec(name, arity: -3, flags: readOnly ? fcallROFlags : fcallFlags, categories: ["@slow", "@scripting"],
+                    group: "scripting", since: "7.0.0", summary: summary, complexity: "Depends on the function that is executed.",
+                    hint: "function numkeys [key ...] [arg ...]") { e, i throws(CommandError) in
+            try FunctionCommands.fcall(e, &i, readOnly: readOnly)
+        }
+    }
+
     static let scripting: [CommandSpec] = [
         eval("eval", bySHA: false, readOnly: false, since: "2.6.0", "Executes a server-side Lua script."),
         eval("evalsha", bySHA: true, readOnly: false, since: "2.6.0", "Executes a server-side Lua script by SHA1 digest."),
@@ -75,6 +86,20 @@ enum Commands {
             sub("script", "flush", -2, ["noscript"], ["@slow", "@scripting"], group: "scripting", "Removes all server-side Lua scripts from the script cache.", hint: "[ASYNC|SYNC]", ScriptCommands.flush),
             sub("script", "kill", 2, ["noscript", "allow_busy"], ["@slow", "@scripting"], group: "scripting", "Terminates a server-side Lua script during execution.", ScriptCommands.kill),
             sub("script", "help", 2, ["loading", "stale"], ["@slow", "@scripting"], group: "scripting", "Returns helpful text about the different subcommands.", ScriptCommands.help),
+        ], handler: nil),
+        fcall("fcall", readOnly: false, "Invokes a function."),
+        fcall("fcall_ro", readOnly: true, "Invokes a read-only function."),
+        CommandSpec("function", arity: -2, flags: [], categories: ["@slow"], group: "scripting", since: "7.0.0",
+                    summary: "A container for function commands.", subcommands: [
+            sub("function", "load", -3, ["write", "denyoom", "noscript"], ["@write", "@slow", "@scripting"], group: "scripting", "Creates a library.", hint: "[REPLACE] function-code", FunctionCommands.load),
+            sub("function", "delete", 3, ["write", "noscript"], ["@write", "@slow", "@scripting"], group: "scripting", "Deletes a library and its functions.", hint: "library-name", FunctionCommands.delete),
+            sub("function", "flush", -2, ["write", "noscript"], ["@write", "@slow", "@scripting"], group: "scripting", "Deletes all libraries and functions.", hint: "[ASYNC|SYNC]", FunctionCommands.flush),
+            sub("function", "kill", 2, ["noscript", "allow_busy"], ["@slow", "@scripting"], group: "scripting", "Terminates a function during execution.", FunctionCommands.kill),
+            sub("function", "list", -2, ["noscript"], ["@slow", "@scripting"], group: "scripting", "Returns information about all libraries.", hint: "[LIBRARYNAME library-name-pattern] [WITHCODE]", FunctionCommands.list),
+            sub("function", "stats", 2, ["noscript", "allow_busy"], ["@slow", "@scripting"], group: "scripting", "Returns information about a function during execution.", FunctionCommands.stats),
+            sub("function", "dump", 2, ["noscript"], ["@slow", "@scripting"], group: "scripting", "Dumps all libraries into a serialized binary payload.", FunctionCommands.dump),
+            sub("function", "restore", -3, ["write", "denyoom", "noscript"], ["@write", "@slow", "@scripting"], group: "scripting", "Restores all libraries from a payload.", hint: "serialized-value [FLUSH|APPEND|REPLACE]", FunctionCommands.restore),
+            sub("function", "help", 2, ["loading", "stale"], ["@slow", "@scripting"], group: "scripting", "Returns helpful text about the different subcommands.", FunctionCommands.help),
         ], handler: nil),
     ]
 
