@@ -262,6 +262,28 @@ extension ClientIntegration {
             }
         }
 
+        @Test("FUNCTION LOAD through one node reaches every node: FCALL works for keys anywhere; FUNCTION DELETE too")
+        func functionsEverywhere() throws {
+            let nodes = try startCluster(mode: "proxy")
+            let c = try RawClient(port: nodes[0].port)
+            defer { c.close() }
+            let library = "#!lua name=shop\nredis.register_function('stock', function(k, a) return redis.call('incrby', k[1], a[1]) end)"
+            #expect(try c.call("FUNCTION", "LOAD", library) == .bulkString(ByteBuffer(string: "shop")))
+            for i in 0..<12 { #expect(try c.call("FCALL", "stock", "1", "sku\(i)", "5") == .integer(5)) }
+            for node in nodes {
+                let other = try RawClient(port: node.port)
+                #expect(try other.call("FCALL", "stock", "1", "sku0", "1") != .error("ERR Function not found"))
+                other.close()
+            }
+            #expect(try c.callRaw("FUNCTION", "LOAD", library) == "-ERR Library 'shop' already exists\r\n")
+            #expect(try c.call("FUNCTION", "DELETE", "shop") == .simpleString("OK"))
+            for node in nodes {
+                let other = try RawClient(port: node.port)
+                #expect(try other.call("FUNCTION", "LIST") == .array([]))
+                other.close()
+            }
+        }
+
         @Test("a stopped (SIGSTOP) peer does not hold up commands for the other nodes; its own keys fail within 2 s")
         func slowPeer() async throws {
             let nodes = try startCluster(mode: "proxy")
