@@ -141,8 +141,11 @@ public final class ScriptEngine: @unchecked Sendable {
               local n = select('#', ...)
               if n < 2 then error('redis.log() requires two arguments or more.', 0) end
               local level = ...
-              if type(level) ~= 'number' then error('First argument must be a number (log level).', 0) end
+              -- A number or a numeric string, truncated toward zero as Redis's C cast does.
+              level = (type(level) == 'number' or type(level) == 'string') and tonumber(level) or nil
+              if level == nil then error('First argument must be a number (log level).', 0) end
               if level ~= level or level <= -1 or level >= 4 then error('Invalid debug level.', 0) end
+              if level < 0 then level = 0 end
               local parts = {}
               for i = 2, n do
                 local v = select(i, ...)
@@ -154,14 +157,16 @@ public final class ScriptEngine: @unchecked Sendable {
             redis.setresp = function(...)
               if select('#', ...) ~= 1 then error('redis.setresp() requires one argument.', 0) end
               local v = ...
-              if v ~= 2 and v ~= 3 then error('RESP version must be 2 or 3.', 0) end
-              setresp(v)
+              v = (type(v) == 'number' or type(v) == 'string') and tonumber(v) or 0
+              if not (v >= 2 and v < 4) then error('RESP version must be 2 or 3.', 0) end
+              setresp(v - v % 1)
             end
             redis.REPL_NONE, redis.REPL_AOF, redis.REPL_SLAVE, redis.REPL_REPLICA, redis.REPL_ALL = 0, 1, 2, 2, 3
             redis.set_repl = function(...)
               if select('#', ...) ~= 1 then error('redis.set_repl() requires one argument.', 0) end
               local v = ...
-              if type(v) ~= 'number' or v < 0 or v > 3 then error('Invalid replication flags. Use REPL_AOF, REPL_REPLICA, REPL_ALL or REPL_NONE.', 0) end
+              v = (type(v) == 'number' or type(v) == 'string') and tonumber(v) or 0
+              if not (v > -1 and v < 4) then error('Invalid replication flags. Use REPL_AOF, REPL_REPLICA, REPL_ALL or REPL_NONE.', 0) end
             end
             redis.replicate_commands = function() return true end
             redis.breakpoint = function() return false end
@@ -507,6 +512,9 @@ public final class ScriptEngine: @unchecked Sendable {
         lua_pushlightuserdata(L, Unmanaged.passUnretained(context).toOpaque())
         lua_setfield(L, sb_lua_registryindex(), "sb_context")
         sb_flag_store(killFlag, 0)
+        // math.random draws from C's rand(): a fresh seed per script, so what one script seeds
+        // (math.randomseed) never decides another client's draws.
+        srand(UInt32.random(in: .min ... .max))
         runningScriptWrote.store(false, ordering: .relaxed)
         var script = script
         script.since = max(1, engine.keyspace.clock.now())
@@ -907,14 +915,17 @@ public struct ScriptFlags: Sendable, Equatable {
         guard body.count >= 2, body[0] == UInt8(ascii: "#"), body[1] == UInt8(ascii: "!") else { return (flags, 0) }
         flags.hasShebang = true
         guard let end = body.firstIndex(of: UInt8(ascii: "\n")) else { throw CommandError("ERR Invalid script shebang") }
-        let line = String(decoding: body[0..<end], as: UTF8.self)
-        let parts = line.split(separator: " ", omittingEmptySubsequences: true)
+        // Split as Redis's sdssplitargs does: on any white space.
+        let isSpace: (UInt8) -> Bool = { $0 == 32 || ($0 >= 9 && $0 <= 13) }
+        let parts = body[0..<end].split(whereSeparator: isSpace).map { String(decoding: $0, as: UTF8.self) }
         guard let engine = parts.first, engine == "#!lua" else {
-            throw CommandError("ERR Unexpected engine in script shebang: \(parts.first.map(String.init) ?? line)")
+            throw CommandError("ERR Unexpected engine in script shebang: \(parts.first ?? "")")
         }
         for option in parts.dropFirst() {
             guard option.hasPrefix("flags=") else { throw CommandError("ERR Unknown lua shebang option: \(option)") }
-            for flag in option.dropFirst(6).split(separator: ",", omittingEmptySubsequences: true) {
+            let list = option.dropFirst(6)
+            // `flags=` is no flags; an empty item (`a,,b`) is an unknown flag, as in Redis.
+            for flag in list.isEmpty ? [] : list.split(separator: ",", omittingEmptySubsequences: false) {
                 switch flag {
                 case "no-writes": flags.noWrites = true
                 case "allow-oom": flags.allowOOM = true

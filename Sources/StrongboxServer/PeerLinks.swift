@@ -17,15 +17,17 @@ import Synchronization
 /// one succeeds again.
 final class PeerLinks: Sendable {
     let cluster: ClusterState
-    private let password: String?
+    /// The secret links prove themselves with, read at each connect (`requirepass`, its fallback,
+    /// may change at run time).
+    private let password: @Sendable () -> String
     private let logger: Logger
     /// Each event loop's links (one `LoopLinks` per loop, made on first use).
     private let loops = Mutex<[ObjectIdentifier: LoopLinks]>([:])
     static let forwardTimeout: Duration = .milliseconds(1500)
 
-    init(cluster: ClusterState, password: String?, logger: Logger) {
+    init(cluster: ClusterState, password: @escaping @Sendable () -> String, logger: Logger) {
         self.cluster = cluster
-        self.password = password?.isEmpty == false ? password : nil
+        self.password = password
         self.logger = logger
     }
 
@@ -33,9 +35,12 @@ final class PeerLinks: Sendable {
         let m = cluster.ring.members[index]
         var c = ConnectionConfiguration(endpoint: Endpoint(host: m.host, port: m.port))
         c.protocolVersion = version
-        c.password = password
+        let secret = password()
         // With a secret the link proves it is a member (the name alone then grants nothing).
-        if password != nil { c.username = Session.peerName }
+        if !secret.isEmpty {
+            c.password = secret
+            c.username = Session.peerName
+        }
         c.clientName = Session.peerName
         c.connectTimeout = .milliseconds(500)
         c.commandTimeout = Self.forwardTimeout
@@ -77,15 +82,15 @@ final class PeerLinks: Sendable {
     private func watch(_ index: Int) async {
         var connection: StrongboxConnection?
         var failures = 0
-        var configuration = configuration(index)
-        configuration.clientName = Session.peerName
-        configuration.commandTimeout = .milliseconds(400)
-        configuration.coarseTimeouts = false
         let m = cluster.ring.members[index]
         while !Task.isCancelled {
             var ok = false
             do throws(StrongboxError) {
                 if connection == nil || connection?.isConnected == false {
+                    var configuration = configuration(index)
+                    configuration.clientName = Session.peerName
+                    configuration.commandTimeout = .milliseconds(400)
+                    configuration.coarseTimeouts = false
                     connection = try await StrongboxConnection.connect(configuration)
                 }
                 ok = try await connection!.send(.ping()) == "PONG"

@@ -53,7 +53,7 @@ public final class StrongboxServer: Service, EngineHost, Sendable {
         self.registry = ClientRegistry(config: engine.config)
         self.started = engine.keyspace.clock.now()
         self.configFile = configFile
-        self.peers = engine.cluster.map { PeerLinks(cluster: $0, password: engine.config.peerSecret, logger: logger) }
+        self.peers = engine.cluster.map { PeerLinks(cluster: $0, password: { [config = engine.config] in config.peerSecret }, logger: logger) }
         engine.attach(host: self)
     }
 

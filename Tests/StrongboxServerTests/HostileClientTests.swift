@@ -237,4 +237,30 @@ struct HostileClientTests {
         #expect(try c.call("PING") == .simpleString("PONG"))
         try Self.expectAlive(server)
     }
+
+    @Test("what one script seeds (math.randomseed) does not decide another client's math.random")
+    func randomSeedDoesNotLeak() throws {
+        let server = try StrongboxProcess()
+        defer { server.stop() }
+        let seeder = try RawClient(port: server.port)
+        let drawer = try RawClient(port: server.port)
+        var draws: [RESPValue] = []
+        for _ in 0..<4 {
+            #expect(try Self.reply(seeder, ["EVAL", "math.randomseed(42) return 1", "0"]) == .integer(1))
+            draws.append(try Self.reply(drawer, ["EVAL", "return math.random(1000000000)", "0"]))
+        }
+        // Seeded the same way each time, a leak would draw the same number four times.
+        #expect(Set(draws.map { "\($0)" }).count > 1, "\(draws)")
+        try Self.expectAlive(server)
+    }
+
+    @Test("SIGTERM stops the server while a script loops forever")
+    func sigtermDuringScript() throws {
+        let server = try StrongboxProcess()
+        defer { server.stop() }
+        let looper = try RawClient(port: server.port)
+        try looper.send(command: ["EVAL", "while true do end", "0"])
+        usleep(300_000)
+        #expect(server.terminate(within: 5))
+    }
 }

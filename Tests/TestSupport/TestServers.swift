@@ -209,5 +209,14 @@ public final class StrongboxProcess: @unchecked Sendable {
     /// SIGCONT.
     public func resume() { kill(pid, SIGCONT) }
 
+    /// Sends SIGTERM and waits up to `seconds` for the process to exit.
+    /// - Returns: whether it exited in time.
+    public func terminate(within seconds: Double) -> Bool {
+        kill(pid, SIGTERM)
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        return !process.isRunning
+    }
+
     deinit { stop() }
 }

@@ -33,7 +33,14 @@ enum ScriptCommands {
             guard let cached = engine.scripts.flags(sha) else { throw CommandError("NOSCRIPT No matching script. Please use EVAL.") }
             flags = cached
         } else {
-            flags = try ScriptFlags.parse(Array(script.readableBytesView.prefix(4096))).0
+            // Only a shebang's first line is read (the flags live there), however long it is.
+            let view = script.readableBytesView
+            if view.starts(with: "#!".utf8) {
+                let firstLine = view.firstIndex(of: UInt8(ascii: "\n")).map { view[...$0] } ?? view[...]
+                flags = try ScriptFlags.parse(Array(firstLine)).0
+            } else {
+                flags = ScriptFlags()
+            }
         }
         if readOnly && flags.hasShebang && !flags.noWrites {
             throw CommandError("ERR Can not execute a script with write flag using *_ro command.")
