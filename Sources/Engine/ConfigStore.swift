@@ -17,6 +17,9 @@ public final class ConfigStore: Sendable {
         case string
         /// Space-separated addresses (`bind`).
         case list
+        /// `client-output-buffer-limit`: `<class> <hard> <soft> <soft seconds>` for any of the
+        /// classes, merged into the current value.
+        case outputBufferLimits
     }
 
     public struct Parameter: Sendable {
@@ -51,6 +54,8 @@ public final class ConfigStore: Sendable {
         // Redis takes any hz and clamps it to 1…500.
         Parameter(name: "hz", kind: .integer(min: 0, max: Int64(Int32.max)), mutable: true, defaultValue: "10"),
         Parameter(name: "busy-reply-threshold", kind: .integer(min: 0, max: Int64.max), mutable: true, defaultValue: "5000"),
+        Parameter(name: "client-output-buffer-limit", kind: .outputBufferLimits, mutable: true,
+                  defaultValue: "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60"),
         // Accepted so tools that ask for them (redis-benchmark asks for save and appendonly) get answers.
         Parameter(name: "databases", kind: .integer(min: 1, max: 1), mutable: false, defaultValue: "1"),
         Parameter(name: "save", kind: .string, mutable: true, defaultValue: ""),
@@ -84,6 +89,10 @@ public final class ConfigStore: Sendable {
     public let maxMemoryPolicy = Atomic<Int>(EvictionPolicy.noeviction.rawValue)
     public let maxMemorySamples = Atomic<Int>(5)
     public let protectLocks = Atomic<Bool>(true)
+    /// `client-output-buffer-limit normal <hard> <soft> <seconds>` (0: no limit).
+    public let normalOutputHard = Atomic<Int>(0)
+    public let normalOutputSoft = Atomic<Int>(0)
+    public let normalOutputSoftSeconds = Atomic<Int>(0)
     private let observers = Mutex<[@Sendable (String, String) -> Void]>([])
 
     public var evictionPolicy: EvictionPolicy {
@@ -143,7 +152,42 @@ public final class ConfigStore: Sendable {
             return value.lowercased()
         case .string, .list:
             return value
+        case .outputBufferLimits:
+            return try mergeOutputBufferLimits(p.defaultValue, value)
         }
+    }
+
+    /// Applies `client-output-buffer-limit` settings (`normal 1mb 256kb 10 pubsub …`) to `current`,
+    /// all or none, with Redis's errors. - Returns: the value as `CONFIG GET` reports it.
+    static func mergeOutputBufferLimits(_ current: String, _ value: String) throws(ConfigError) -> String {
+        let name = "client-output-buffer-limit"
+        var limits: [String: [Int64]] = [:]
+        let old = current.split(separator: " ").map(String.init)
+        for i in stride(from: 0, to: old.count - 3, by: 4) {
+            limits[old[i]] = [Int64(old[i + 1]) ?? 0, Int64(old[i + 2]) ?? 0, Int64(old[i + 3]) ?? 0]
+        }
+        let parts = value.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+        guard parts.count % 4 == 0 else {
+            throw ConfigError(parameter: name, reason: "Wrong number of arguments in buffer limit configuration.")
+        }
+        for i in stride(from: 0, to: parts.count, by: 4) {
+            let kind: String
+            switch parts[i].lowercased() {
+            case "normal": kind = "normal"
+            case "replica", "slave": kind = "slave"
+            case "pubsub": kind = "pubsub"
+            default: throw ConfigError(parameter: name, reason: "Invalid client class specified in buffer limit configuration.")
+            }
+            guard let hard = parseMemory(parts[i + 1]), let soft = parseMemory(parts[i + 2]),
+                  let seconds = Int64(parts[i + 3]), seconds >= 0 else {
+                throw ConfigError(parameter: name, reason: "Error in hard, soft or soft_seconds setting in buffer limit configuration.")
+            }
+            limits[kind] = [hard, soft, seconds]
+        }
+        return ["normal", "slave", "pubsub"].map { kind in
+            let l = limits[kind] ?? [0, 0, 0]
+            return "\(kind) \(l[0]) \(l[1]) \(l[2])"
+        }.joined(separator: " ")
     }
 
     /// A size with redis's units: `100`, `1k` (1000), `1kb` (1024), `5m`, `5mb`, `1g`, `1gb`.
@@ -166,7 +210,10 @@ public final class ConfigStore: Sendable {
     public func set(_ name: String, _ value: String, startup: Bool = false) throws(ConfigError) {
         guard let p = Self.parameter(named: name) else { throw ConfigError(parameter: name, reason: "unknown option") }
         if !startup && !p.mutable { throw ConfigError(parameter: p.name, reason: "can't set immutable config") }
-        let canonical = try Self.normalize(p.name, value)
+        var canonical = try Self.normalize(p.name, value)
+        if case .outputBufferLimits = p.kind {
+            canonical = try Self.mergeOutputBufferLimits(self.get(p.name) ?? p.defaultValue, value)
+        }
         values.withLock { $0[p.name] = canonical }
         mirror(p.name, canonical)
         for handler in observers.withLock({ $0 }) { handler(p.name, canonical) }
@@ -186,6 +233,13 @@ public final class ConfigStore: Sendable {
         case "maxmemory-policy": maxMemoryPolicy.store((EvictionPolicy(name: value) ?? .noeviction).rawValue, ordering: .relaxed)
         case "maxmemory-samples": maxMemorySamples.store(Int(value) ?? 5, ordering: .relaxed)
         case "maxmemory-protect-locks": protectLocks.store(value == "yes", ordering: .relaxed)
+        case "client-output-buffer-limit":
+            let parts = value.split(separator: " ")
+            if parts.count >= 4, parts[0] == "normal" {
+                normalOutputHard.store(Int(parts[1]) ?? 0, ordering: .relaxed)
+                normalOutputSoft.store(Int(parts[2]) ?? 0, ordering: .relaxed)
+                normalOutputSoftSeconds.store(Int(parts[3]) ?? 0, ordering: .relaxed)
+            }
         default: break
         }
     }

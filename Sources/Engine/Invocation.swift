@@ -103,16 +103,38 @@ public struct Invocation: Sendable {
     /// The most a reply may take in one buffer when it cannot spill (well below 4 GiB).
     public static let maxReplyBytes = 3 << 30
 
+    /// `client-output-buffer-limit`'s hard limit for this client (0: none). A reply that would
+    /// take the client's unsent output past it is dropped and `outputLimitExceeded` set: the
+    /// connection then closes the client, as Redis does.
+    public private(set) var outputLimit = 0
+    public var outputLimitExceeded = false
+    /// Where `checkReplySize` leaves its fast path.
+    private var replyCheckBytes = Self.spillChunkBytes
+
+    public mutating func setOutputLimit(_ bytes: Int) {
+        outputLimit = max(0, bytes)
+        replyCheckBytes = outputLimit > 0 ? min(outputLimit, Self.spillChunkBytes) : Self.spillChunkBytes
+    }
+
     /// Called by commands that can build large replies (MGET, scripts) after each element:
     /// moves a full chunk to `spilled`, or stops a reply that would outgrow the buffer.
     @inline(__always)
     public mutating func checkReplySize() throws(CommandError) {
-        if out.writerIndex < Self.spillChunkBytes { return }
+        if out.writerIndex < replyCheckBytes { return }
         try spill()
     }
 
     @inline(never)
     mutating func spill() throws(CommandError) {
+        if outputLimit > 0 {
+            let total = spilled.reduce(out.readableBytes) { $0 + $1.readableBytes }
+            if total > outputLimit {
+                outputLimitExceeded = true
+                replyTooLarge = true
+                throw CommandError("ERR reply exceeds client-output-buffer-limit")
+            }
+            if out.writerIndex < Self.spillChunkBytes { return }
+        }
         if maySpill {
             spilled.append(out)
             out = ByteBuffer()

@@ -29,6 +29,8 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
     private let invocationState: UnsafeMutablePointer<Invocation>
     private var cumulation: ByteBuffer?
     private var closing = false
+    /// Since when the unsent output has been over `client-output-buffer-limit`'s soft limit.
+    private var overSoftLimitSince: NIODeadline?
     private var readPending = false
     /// Command processing waits for the socket to drain (a client not reading big replies).
     private var processingPaused = false
@@ -139,6 +141,8 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
         // Limits changed by CONFIG SET apply to connections already open, from their next batch.
         decoder.pointee.limits.maxBulkLength = engine.config.maxBulkLength.load(ordering: .relaxed)
         decoder.pointee.limits.queryBufferLimit = engine.config.queryBufferLimit.load(ordering: .relaxed)
+        inv.pointee.setOutputLimit(engine.config.normalOutputHard.load(ordering: .relaxed))
+        var overLimit = false
         var rerun = rerunParked
         rerunParked = false
         do {
@@ -149,6 +153,10 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
                 // A reply may come in chunks only when nothing waits in the reply queue before it.
                 inv.pointee.maySpill = replyQueue.isEmpty
                 engine.execute(&inv.pointee)
+                if inv.pointee.outputLimitExceeded {
+                    overLimit = true
+                    break
+                }
                 if !inv.pointee.spilled.isEmpty { writeSpilled(&inv.pointee.spilled, context: context) }
                 if inv.pointee.waitingOnScript {
                     inv.pointee.waitingOnScript = false
@@ -183,6 +191,10 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
                 // Bound what one batch can buffer: a small pipeline of large GETs must not
                 // build gigabytes of replies. Write early, and wait while the socket is full.
                 if inv.pointee.out.readableBytes >= Self.outputFlushThreshold {
+                    if overOutputLimit(context: context) {
+                        overLimit = true
+                        break
+                    }
                     flushReplies(context: context)
                     if !context.channel.isWritable {
                         processingPaused = true
@@ -196,6 +208,10 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
             logger.debug("protocol error", metadata: ["sb.connection.id": "\(invocationState.pointee.session.id)", "sb.error": "\(error)"])
             closing = true
         }
+        if overLimit || overOutputLimit(context: context) {
+            closeForOutputLimit(context: context)
+            return
+        }
         // Forwarded requests of this batch go out in one write per peer.
         if !replyQueue.isEmpty { links?.scheduleFlush() }
         // Drop the argument views (they pin the read buffer) unless a request is half-read or parked.
@@ -208,6 +224,49 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
         if closing {
             if replyQueue.isEmpty { flushAndClose(context: context) } else { closeWhenDrained = true }
         }
+    }
+
+    /// `client-output-buffer-limit normal`: whether this client's unsent replies are past the hard
+    /// limit, or have stayed past the soft limit for its seconds. Free when no limit is set.
+    private func overOutputLimit(context: ChannelHandlerContext) -> Bool {
+        let config = engine.config
+        let hard = config.normalOutputHard.load(ordering: .relaxed)
+        let soft = config.normalOutputSoft.load(ordering: .relaxed)
+        guard hard > 0 || soft > 0 else { return false }
+        let buffered = (try? context.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
+        let pending = buffered + invocationState.pointee.out.readableBytes
+        if hard > 0 && pending > hard { return true }
+        guard soft > 0 && pending > soft else {
+            overSoftLimitSince = nil
+            return false
+        }
+        let now = NIODeadline.now()
+        let seconds = Int64(min(config.normalOutputSoftSeconds.load(ordering: .relaxed), 86_400))
+        guard let since = overSoftLimitSince else {
+            overSoftLimitSince = now
+            // Looked at again when the time is up, even if the client (not reading, so this
+            // connection waits for it) sends nothing more.
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            context.eventLoop.scheduleTask(in: .seconds(seconds) + .milliseconds(10)) {
+                let (handler, context) = bound.value
+                guard context.channel.isActive, !handler.closing, handler.overSoftLimitSince == now else { return }
+                if handler.overOutputLimit(context: context) { handler.closeForOutputLimit(context: context) }
+            }
+            return false
+        }
+        return now - since >= .seconds(seconds)
+    }
+
+    /// Closes a client past its output limit at once, its unsent replies dropped (as Redis does).
+    private func closeForOutputLimit(context: ChannelHandlerContext) {
+        logger.notice("client closed for overcoming of output buffer limits", metadata: [
+            "sb.connection.id": "\(invocationState.pointee.session.id)",
+            "sb.client.addr": "\(invocationState.pointee.session.address)",
+        ])
+        closing = true
+        invocationState.pointee.out.clear()
+        invocationState.pointee.spilled.removeAll()
+        context.close(promise: nil)
     }
 
     /// Writes the complete chunks of a reply too large for one buffer (they come before `out`).
@@ -438,6 +497,7 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
         prepared.args = invocationState.pointee.args
         // The script's reply may come in chunks only when it goes straight to the output.
         prepared.maySpill = slot == nil
+        prepared.setOutputLimit(engine.config.normalOutputHard.load(ordering: .relaxed))
         let engine = self.engine
         let loop = context.eventLoop
         let bound = NIOLoopBound((self, context, slot), eventLoop: loop)
@@ -446,8 +506,14 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
             engine.execute(&job)
             let reply = job.out
             let chunks = job.spilled
+            let overLimit = job.outputLimitExceeded
             loop.execute {
                 let (handler, context, slot) = bound.value
+                if overLimit {
+                    handler.awaitingScript = false
+                    handler.closeForOutputLimit(context: context)
+                    return
+                }
                 if !chunks.isEmpty, context.channel.isActive {
                     // Whatever this connection had ready goes first, then the script's chunks.
                     handler.flushReplies(context: context)

@@ -60,6 +60,8 @@ struct StrongboxCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("client-query-buffer-limit"), parsing: .unconditional, help: "Most unprocessed request bytes per client (default 1gb).")
     var clientQueryBufferLimit: String?
+    @Option(name: .customLong("client-output-buffer-limit"), parsing: .unconditional, help: "'<class> <hard> <soft> <seconds>' as Redis: a normal client past the hard limit, or over the soft limit that long, is closed (default 'normal 0 0 0': none).")
+    var clientOutputBufferLimit: String?
 
     @Option(parsing: .unconditional, help: "debug|verbose|notice|warning|nothing (default notice).")
     var loglevel: String?
@@ -114,6 +116,7 @@ struct StrongboxCommand: AsyncParsableCommand {
         add("timeout", timeout)
         add("proto-max-bulk-len", protoMaxBulkLen)
         add("client-query-buffer-limit", clientQueryBufferLimit)
+        add("client-output-buffer-limit", clientOutputBufferLimit)
         add("loglevel", loglevel)
         add("logfile", logfile)
         add("threads", threads)

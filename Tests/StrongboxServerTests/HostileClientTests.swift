@@ -263,4 +263,49 @@ struct HostileClientTests {
         usleep(300_000)
         #expect(server.terminate(within: 5))
     }
+
+    @Test("client-output-buffer-limit normal: a reply past the hard limit, or output over the soft limit too long, closes that client only")
+    func outputBufferLimit() throws {
+        let server = try StrongboxProcess()
+        defer { server.stop() }
+        let admin = try RawClient(port: server.port)
+        let big = String(repeating: "x", count: 4 << 20)
+        #expect(try Self.reply(admin, ["SET", "big", big]) == .simpleString("OK"))
+        // The default (normal 0 0 0) lets a 20 MiB reply through.
+        let unlimited = try RawClient(port: server.port)
+        if case .array(let items) = try Self.reply(unlimited, ["MGET", "big", "big", "big", "big", "big"]) {
+            #expect(items.count == 5)
+        } else {
+            Issue.record("MGET under no limit")
+        }
+        #expect(try Self.reply(admin, ["CONFIG", "SET", "client-output-buffer-limit", "normal 10mb 0 0"]) == .simpleString("OK"))
+        // A reply that would pass it: the client is closed with no reply, before the reply is built whole.
+        for command in [["MGET", "big", "big", "big", "big", "big"],
+                        ["EVAL", "local v = redis.call('get', 'big') return {v, v, v, v}", "0"]] {
+            let c = try RawClient(port: server.port)
+            try c.send(command: command)
+            #expect(try c.readUntilClosed().isEmpty, "\(command[0])")
+        }
+        // Under the limit all is as before, for this client and others.
+        let fine = try RawClient(port: server.port)
+        #expect(try Self.bytes(Self.reply(fine, ["GET", "big"]))?.count == 4 << 20)
+        #expect(try Self.reply(fine, ["STRLEN", "big"]) == .integer(4 << 20))
+        // Soft limit: a client that reads nothing keeps this connection's unsent output over
+        // 128 KiB for more than a second, and is closed.
+        #expect(try Self.reply(admin, ["CONFIG", "SET", "client-output-buffer-limit", "normal 0 128kb 1"]) == .simpleString("OK"))
+        let slow = try RawClient(port: server.port)
+        for _ in 0..<20 { try slow.send(command: ["GET", "big"]) }
+        usleep(2_500_000)
+        let received = try slow.readUntilClosed()
+        #expect(received.count < 20 * (4 << 20), "got \(received.count) bytes")
+        #expect(try Self.reply(admin, ["CONFIG", "GET", "client-output-buffer-limit"])
+                == .array([.bulkString(ByteBuffer(string: "client-output-buffer-limit")),
+                           .bulkString(ByteBuffer(string: "normal 0 131072 1 slave 268435456 67108864 60 pubsub 33554432 8388608 60"))]))
+        try Self.expectAlive(server)
+    }
+
+    static func bytes(_ value: RESPValue) -> [UInt8]? {
+        if case .bulkString(let b) = value { return Array(b.readableBytesView) }
+        return nil
+    }
 }
