@@ -57,7 +57,12 @@ public enum RESPFrameScanner {
         case UInt8(ascii: "*"), UInt8(ascii: "~"), UInt8(ascii: ">"), UInt8(ascii: "%"), UInt8(ascii: "|"):
             var n = try number(b, i + 1, end)
             i = end
-            if n < 0 { return true }
+            if n < 0 {
+                // Only an array has a null form (RESP2's `*-1`); a negative set, push, map or
+                // attribute length is no reply (the decoder refuses it alike).
+                guard marker == UInt8(ascii: "*") else { throw RESPValueDecoder.DecodingError(description: "bad length") }
+                return true
+            }
             if marker == UInt8(ascii: "%") || marker == UInt8(ascii: "|") { n *= 2 }
             for _ in 0..<n {
                 guard try scan(b, &i, depth: depth + 1) else { return false }

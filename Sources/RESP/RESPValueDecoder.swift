@@ -92,11 +92,16 @@ public struct RESPValueDecoder: Sendable {
             return b.map { .bulkString($0) } ?? .null
         case UInt8(ascii: "*"), UInt8(ascii: "~"), UInt8(ascii: ">"):
             guard let n = try count(&buffer) else { return nil }
-            if n < 0 { return .nullArray }
+            if n < 0 {
+                // Only an array has a null form (RESP2's `*-1`).
+                guard marker == UInt8(ascii: "*") else { throw DecodingError(description: "bad length") }
+                return .nullArray
+            }
             guard let values = try items(&buffer, n, depth: depth) else { return nil }
             return marker == UInt8(ascii: "*") ? .array(values) : marker == UInt8(ascii: "~") ? .set(values) : .push(values)
         case UInt8(ascii: "%"), UInt8(ascii: "|"):
             guard let n = try count(&buffer) else { return nil }
+            guard n >= 0 else { throw DecodingError(description: "bad length") }
             guard let values = try items(&buffer, n * 2, depth: depth) else { return nil }
             let pairs = stride(from: 0, to: values.count, by: 2).map { (values[$0], values[$0 + 1]) }
             if marker == UInt8(ascii: "|") {
