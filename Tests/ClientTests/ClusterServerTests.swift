@@ -10,7 +10,16 @@ import TestSupport
 func startCluster(_ count: Int = 3, mode: String = "redirect", extra: [String] = []) throws -> [StrongboxProcess] {
     let ports = try (0..<count).map { _ in try freePort() }
     let peers = ports.map { "127.0.0.1:\($0)" }.joined(separator: ",")
-    return try ports.map { try StrongboxProcess(["--cluster-peers", peers, "--cluster-mode", mode] + extra, port: $0) }
+    let nodes = try ports.map { try StrongboxProcess(["--cluster-peers", peers, "--cluster-mode", mode] + extra, port: $0) }
+    // Nodes started one after another each see the later ones down at first (their health
+    // checks fail until those listen); wait, as a deployment would, until every node sees all up.
+    let deadline = Date().addingTimeInterval(10)
+    for node in nodes {
+        while Date() < deadline, !((try? rawCall(node.port, "CLUSTER", "INFO").text) ?? "").contains("cluster_state:ok\r\n") {
+            usleep(50_000)
+        }
+    }
+    return nodes
 }
 
 extension ClientIntegration {
