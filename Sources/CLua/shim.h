@@ -24,6 +24,21 @@ static inline int sb_flag_load(int *flag) { return __atomic_load_n(flag, __ATOMI
 
 /* The count hook runs in C, so raising the Lua error (a longjmp) never crosses a Swift frame.
  * The flag's address is stored in the registry under "sb_kill". */
+static void sb_kill_hook(lua_State *L, lua_Debug *ar);
+
+/* The kill flag and the load deadline, checked from the count hook and (as `__sb_interrupt`)
+ * before every library function the bootstrap wraps: a loop of few instructions that each start
+ * a long C call (string.rep, pattern matching) is stopped too. */
+static int sb_interrupt(lua_State *L) {
+    sb_kill_hook(L, NULL);
+    return 0;
+}
+
+static inline void sb_register_interrupt(lua_State *L) {
+    lua_pushcfunction(L, sb_interrupt);
+    lua_setglobal(L, "__sb_interrupt");
+}
+
 static void sb_kill_hook(lua_State *L, lua_Debug *ar) {
     (void)ar;
     lua_getfield(L, LUA_REGISTRYINDEX, "sb_kill");

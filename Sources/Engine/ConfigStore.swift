@@ -166,7 +166,8 @@ public final class ConfigStore: Sendable {
         for i in stride(from: 0, to: old.count - 3, by: 4) {
             limits[old[i]] = [Int64(old[i + 1]) ?? 0, Int64(old[i + 2]) ?? 0, Int64(old[i + 3]) ?? 0]
         }
-        let parts = value.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+        // Split on single spaces, as Redis does (so a doubled space is a wrong count there too).
+        let parts = value.isEmpty ? [] : value.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
         guard parts.count % 4 == 0 else {
             throw ConfigError(parameter: name, reason: "Wrong number of arguments in buffer limit configuration.")
         }
@@ -178,8 +179,10 @@ public final class ConfigStore: Sendable {
             case "pubsub": kind = "pubsub"
             default: throw ConfigError(parameter: name, reason: "Invalid client class specified in buffer limit configuration.")
             }
-            guard let hard = parseMemory(parts[i + 1]), let soft = parseMemory(parts[i + 2]),
-                  let seconds = Int64(parts[i + 3]), seconds >= 0 else {
+            let startsWithDigit: (String) -> Bool = { $0.first.map { $0 >= "0" && $0 <= "9" } ?? false }
+            guard startsWithDigit(parts[i + 1]), startsWithDigit(parts[i + 2]), startsWithDigit(parts[i + 3]),
+                  let hard = parseMemory(parts[i + 1]), let soft = parseMemory(parts[i + 2]),
+                  let seconds = Int64(parts[i + 3]), seconds <= Int64(Int32.max) else {
                 throw ConfigError(parameter: name, reason: "Error in hard, soft or soft_seconds setting in buffer limit configuration.")
             }
             limits[kind] = [hard, soft, seconds]

@@ -10,7 +10,8 @@ import NIOCore
 struct FunctionCatalog: Sendable {
     struct Function: Sendable {
         var name: String
-        var description: String?
+        /// Raw bytes, as given (any bytes, as in Redis).
+        var description: [UInt8]?
         /// In Redis's order: no-writes, allow-oom, allow-stale, no-cluster, allow-cross-slot-keys.
         var flagNames: [String]
         var flags: ScriptFlags
@@ -20,37 +21,46 @@ struct FunctionCatalog: Sendable {
         var name: String
         var code: [UInt8]
         var functions: [Function]
+        /// Load order (`FUNCTION LIST` and `FUNCTION DUMP` list libraries so).
+        var sequence = 0
     }
 
-    /// In load order (`FUNCTION LIST` and `FUNCTION DUMP` list them so).
-    private(set) var libraries: [Library] = []
-    /// Function name (lowercased: `FCALL` names them in any case, as in Redis) → its library's name.
-    private(set) var owners: [String: String] = [:]
+    /// By name: every lookup is O(1), however many libraries there are.
+    private(set) var libraries: [String: Library] = [:]
+    /// Function name (lowercased: `FCALL` names them in any case, as in Redis) → its library's
+    /// name and its index there.
+    private(set) var owners: [String: (library: String, index: Int)] = [:]
+    private var nextSequence = 0
 
     var functionCount: Int { owners.count }
 
-    func library(_ name: String) -> Library? { libraries.first { $0.name == name } }
+    /// Every library, in load order.
+    var ordered: [Library] { libraries.values.sorted { $0.sequence < $1.sequence } }
+
+    func library(_ name: String) -> Library? { libraries[name] }
 
     func function(_ name: String) -> Function? {
-        let key = name.lowercased()
-        guard let owner = owners[key], let library = library(owner) else { return nil }
-        return library.functions.first { $0.name.lowercased() == key }
+        guard let (owner, index) = owners[name.lowercased()], let library = libraries[owner],
+              index < library.functions.count else { return nil }
+        return library.functions[index]
     }
 
-    func owner(of function: String) -> String? { owners[function.lowercased()] }
+    func owner(of function: String) -> String? { owners[function.lowercased()]?.library }
 
     mutating func insert(_ library: Library) {
         remove(library.name)
-        libraries.append(library)
-        for f in library.functions { owners[f.name.lowercased()] = library.name }
+        var library = library
+        library.sequence = nextSequence
+        nextSequence += 1
+        libraries[library.name] = library
+        for (i, f) in library.functions.enumerated() { owners[f.name.lowercased()] = (library.name, i) }
     }
 
     @discardableResult
     mutating func remove(_ name: String) -> Library? {
-        guard let i = libraries.firstIndex(where: { $0.name == name }) else { return nil }
-        let library = libraries.remove(at: i)
+        guard let library = libraries.removeValue(forKey: name) else { return nil }
         // A function another library has taken over (FUNCTION RESTORE REPLACE) stays its.
-        for f in library.functions where owners[f.name.lowercased()] == name { owners[f.name.lowercased()] = nil }
+        for f in library.functions where owners[f.name.lowercased()]?.library == name { owners[f.name.lowercased()] = nil }
         return library
     }
 
@@ -142,6 +152,9 @@ extension ScriptEngine {
         lua_rawset(L, 5)
         sb_wipe_proxies(L)
         guard ran == 0 else {
+            lua_pushstring(L, "list")
+            lua_pushnil(L)
+            lua_rawset(L, 4)
             var message = "ERR unknown error"
             if sb_lua_istable(L, -1) != 0 {
                 sb_rawgetfield(L, -1, "err")
@@ -155,6 +168,9 @@ extension ScriptEngine {
         sb_rawgetfield(L, 4, "list")                                             // 6: registrations
         let count = Int32(lua_objlen(L, 6))
         guard count > 0 else {
+            lua_pushstring(L, "list")
+            lua_pushnil(L)
+            lua_rawset(L, 4)
             lua_settop(L, 0)
             throw CommandError("ERR No functions registered")
         }
@@ -165,7 +181,12 @@ extension ScriptEngine {
             sb_rawgetfield(L, entry, "name")
             let functionName = Self.string(L, -1)
             sb_rawgetfield(L, entry, "description")
-            let description = lua_type(L, -1) == LUA_TSTRING ? Self.string(L, -1) : nil
+            var description: [UInt8]?
+            if lua_type(L, -1) == LUA_TSTRING {
+                var length = 0
+                let p = lua_tolstring(L, -1, &length)
+                description = Array(UnsafeRawBufferPointer(start: p, count: length))
+            }
             sb_rawgetfield(L, entry, "flags")
             var flagNames: [String] = []
             for j in 1...max(1, Int32(lua_objlen(L, -1))) {
@@ -184,6 +205,11 @@ extension ScriptEngine {
             functions.append(.init(name: functionName, description: description, flagNames: flagNames, flags: flags))
         }
         let reference = luaL_ref(L, registry)
+        // Registering is for the load only: a function that kept `redis.register_function`
+        // gets Redis's error when it calls it later.
+        lua_pushstring(L, "list")
+        lua_pushnil(L)
+        lua_rawset(L, 4)
         lua_settop(L, 0)
         return PendingLibrary(library: .init(name: name, code: code, functions: functions), registrations: reference)
     }
@@ -248,7 +274,7 @@ extension ScriptEngine {
     /// `FUNCTION DUMP`'s payload: every library's code as Redis serializes it.
     func dumpFunctions() -> [UInt8] {
         var out: [UInt8] = []
-        for library in catalog.withLock({ $0.libraries }) {
+        for library in catalog.withLock({ $0.ordered }) {
             out.append(RDB.opcodeFunction2)
             RDB.appendString(library.code, to: &out)
         }

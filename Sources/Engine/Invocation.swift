@@ -111,9 +111,12 @@ public struct Invocation: Sendable {
     /// Where `checkReplySize` leaves its fast path.
     private var replyCheckBytes = Self.spillChunkBytes
 
+    /// What `client-output-buffer-limit` does not count: Redis's per-client 16 KiB reply buffer.
+    public static let uncountedOutputBytes = 16 * 1024
+
     public mutating func setOutputLimit(_ bytes: Int) {
         outputLimit = max(0, bytes)
-        replyCheckBytes = outputLimit > 0 ? min(outputLimit, Self.spillChunkBytes) : Self.spillChunkBytes
+        replyCheckBytes = outputLimit > 0 ? min(outputLimit + Self.uncountedOutputBytes, Self.spillChunkBytes) : Self.spillChunkBytes
     }
 
     /// Called by commands that can build large replies (MGET, scripts) after each element:
@@ -127,7 +130,7 @@ public struct Invocation: Sendable {
     @inline(never)
     mutating func spill() throws(CommandError) {
         if outputLimit > 0 {
-            let total = spilled.reduce(out.readableBytes) { $0 + $1.readableBytes }
+            let total = spilled.reduce(out.readableBytes) { $0 + $1.readableBytes } - Self.uncountedOutputBytes
             if total > outputLimit {
                 outputLimitExceeded = true
                 replyTooLarge = true

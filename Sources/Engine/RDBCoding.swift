@@ -5,6 +5,8 @@ enum RDB {
     /// The RDB version Redis 7.0 writes.
     static let version: UInt16 = 10
     static let opcodeFunction2: UInt8 = 245
+    /// Redis 7.0's release candidates' function format, which 7.0 refuses.
+    static let opcodeFunctionPreGA: UInt8 = 246
 
     struct Malformed: Error {}
 
@@ -26,8 +28,16 @@ enum RDB {
         }
     }
 
-    /// A string, stored raw (valid for every reader; Redis compresses long ones, which is optional).
-    static func appendString(_ bytes: some Collection<UInt8>, to out: inout [UInt8]) {
+    /// A string as Redis writes it: LZF-compressed when longer than 20 bytes and compression
+    /// saves at least 4 (`rdbcompression yes`), else raw.
+    static func appendString(_ bytes: [UInt8], to out: inout [UInt8]) {
+        if bytes.count > 20, let packed = LZF.compress(bytes, limit: bytes.count - 4) {
+            out.append(0xC3)
+            appendLength(packed.count, to: &out)
+            appendLength(bytes.count, to: &out)
+            out.append(contentsOf: packed)
+            return
+        }
         appendLength(bytes.count, to: &out)
         out.append(contentsOf: bytes)
     }
@@ -124,8 +134,57 @@ enum RDB {
     }
 }
 
-/// LZF decompression (the format of Redis's compressed RDB strings), bounds-checked throughout.
+/// LZF (the format of Redis's compressed RDB strings): a greedy compressor of our own and a
+/// decompressor bounds-checked throughout.
 enum LZF {
+    /// - Returns: the compressed bytes, or nil when they would be more than `limit`.
+    static func compress(_ input: [UInt8], limit: Int) -> [UInt8]? {
+        let n = input.count
+        var out: [UInt8] = []
+        out.reserveCapacity(min(limit, n))
+        // Last position (+1; 0 is none) of each 3-byte sequence, hashed into 2^14 slots.
+        var table = [Int](repeating: 0, count: 1 << 14)
+        var literalStart = 0
+        var i = 0
+        func flushLiterals(upTo end: Int) {
+            var start = literalStart
+            while start < end {
+                let run = min(32, end - start)
+                out.append(UInt8(run - 1))
+                out.append(contentsOf: input[start..<(start + run)])
+                start += run
+            }
+        }
+        while i + 2 < n {
+            let word = UInt32(input[i]) << 16 | UInt32(input[i + 1]) << 8 | UInt32(input[i + 2])
+            let h = Int((word &* 2_654_435_761) >> 18) & ((1 << 14) - 1)
+            let candidate = table[h] - 1
+            table[h] = i + 1
+            let offset = i - candidate - 1
+            if candidate >= 0, offset < 8192, input[candidate] == input[i], input[candidate + 1] == input[i + 1],
+               input[candidate + 2] == input[i + 2] {
+                var length = 3
+                while length < 264, i + length < n, input[candidate + length] == input[i + length] { length += 1 }
+                flushLiterals(upTo: i)
+                let encoded = length - 2
+                if encoded < 7 {
+                    out.append(UInt8(encoded << 5 | offset >> 8))
+                } else {
+                    out.append(UInt8(7 << 5 | offset >> 8))
+                    out.append(UInt8(encoded - 7))
+                }
+                out.append(UInt8(offset & 0xFF))
+                i += length
+                literalStart = i
+            } else {
+                i += 1
+            }
+            if out.count > limit { return nil }
+        }
+        flushLiterals(upTo: n)
+        return out.count <= limit ? out : nil
+    }
+
     static func decompress(_ input: ArraySlice<UInt8>, length: Int) throws(RDB.Malformed) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(length)

@@ -107,6 +107,7 @@ public final class ScriptEngine: @unchecked Sendable {
         sb_lua_setglobal(L, "__sb_setresp")
         sb_register_loadstring(L)
         sb_register_cwrap(L)
+        sb_register_interrupt(L)
         sb_install_kill_hook(L, killFlag)
         return L
     }
@@ -118,6 +119,8 @@ public final class ScriptEngine: @unchecked Sendable {
         let library = """
             local getinfo, setenv = debug.getinfo, setfenv
             local rawcall, raisingcall, sha1, log, textload, setresp, cwrap = __sb_call, __sb_rcall, __sb_sha1, __sb_log, __sb_loadstring, __sb_setresp, __sb_cwrap
+            local interrupt = __sb_interrupt
+            __sb_interrupt = nil
             local type, error, tostring, concat, rawset, rawget, select, unpack, next, pairs, ipairs, setmetatable =
                   type, error, tostring, table.concat, rawset, rawget, select, unpack, next, pairs, ipairs, setmetatable
             local rawpcall, tinsert, tremove, tsort, srep, sfind, smatch, sgmatch, sgsub =
@@ -200,6 +203,7 @@ public final class ScriptEngine: @unchecked Sendable {
             -- behind a C trampoline, so a script's `return f()` keeps its frame).
             local function native(name, f, check)
               return cwrap(function(...)
+                interrupt()
                 if check then check(...) end
                 local r = pack(rawpcall(f, ...))
                 if r[1] then return unpack(r, 2, r.n) end
@@ -272,6 +276,7 @@ public final class ScriptEngine: @unchecked Sendable {
             for _, f in ipairs(flagOrder) do knownFlag[f] = true end
             local function fail(message) error({err = 'ERR ' .. message}, 0) end
             local function register(...)
+              if pending.list == nil then fail('redis.register_function can only be called on FUNCTION LOAD command') end
               local n = select('#', ...)
               local name, callback, flags, description
               if n == 1 then

@@ -234,7 +234,8 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
         let soft = config.normalOutputSoft.load(ordering: .relaxed)
         guard hard > 0 || soft > 0 else { return false }
         let buffered = (try? context.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
-        let pending = buffered + invocationState.pointee.out.readableBytes
+        // As Redis, the first 16 KiB (its per-client reply buffer) do not count.
+        let pending = buffered + invocationState.pointee.out.readableBytes - Invocation.uncountedOutputBytes
         if hard > 0 && pending > hard { return true }
         guard soft > 0 && pending > soft else {
             overSoftLimitSince = nil

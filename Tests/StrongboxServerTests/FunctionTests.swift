@@ -43,7 +43,7 @@ struct FunctionTests {
         }
         let fromRedis = try #require(Self.bytes(try Self.reply(r, ["FUNCTION", "DUMP"])))
         let fromStrongbox = try #require(Self.bytes(try Self.reply(s, ["FUNCTION", "DUMP"])))
-        // Redis compressed alpha's code: the payloads differ, and each side reads the other's.
+        // Both compress alpha's code (LZF), each its own way: the payloads differ, and each side reads the other's.
         #expect(fromRedis != fromStrongbox)
         for (c, payload) in [(r, fromStrongbox), (s, fromRedis)] {
             #expect(try Self.reply(c, ["FUNCTION", "FLUSH"]) == .simpleString("OK"))
@@ -140,5 +140,98 @@ struct FunctionTests {
     static func errorText(_ value: RESPValue) -> String {
         if case .error(let e) = value { return e }
         return ""
+    }
+
+    /// Redis's CRC-64 (Jones, reflected), written again here so payloads are made independently.
+    static let crcTable: [UInt64] = (0..<256).map { n in
+        var crc = UInt64(n)
+        for _ in 0..<8 { crc = crc & 1 == 1 ? (crc >> 1) ^ 0x95AC_9329_AC4B_C9B5 : crc >> 1 }
+        return crc
+    }
+
+    static func crc64(_ bytes: [UInt8]) -> UInt64 {
+        var crc: UInt64 = 0
+        bytes.withUnsafeBufferPointer { p in
+            for b in p { crc = crcTable[Int((crc ^ UInt64(b)) & 0xFF)] ^ (crc >> 8) }
+        }
+        return crc
+    }
+
+    static func payload(_ body: [UInt8]) -> [UInt8] {
+        var p = body + [10, 0]
+        let crc = crc64(p)
+        for i in 0..<8 { p.append(UInt8(truncatingIfNeeded: crc >> (8 * UInt64(i)))) }
+        return p
+    }
+
+    static func library(_ name: String) -> [UInt8] {
+        let code = Array("#!lua name=\(name)\nredis.register_function('\(name)', function() return 1 end)".utf8)
+        // RDB's 6- or 14-bit length.
+        let length: [UInt8] = code.count < 64 ? [UInt8(code.count)] : [0x40 | UInt8(code.count >> 8), UInt8(code.count & 0xFF)]
+        return [245] + length + code
+    }
+
+    @Test("hostile FUNCTION RESTORE payloads (valid footer) answer as redis-server answers and change nothing")
+    func hostilePayloads() throws {
+        try #require(RedisServerProcess.isAvailable, "redis-server is not installed")
+        let redis = try RedisServerProcess()
+        defer { redis.stop() }
+        let server = try StrongboxProcess()
+        defer { server.stop() }
+        let bodies: [[UInt8]] = [
+            [245, 0x40, 0x40] + Array("abc".utf8),                       // string longer than what is left
+            [245, 0x81, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF],   // 64-bit length
+            [245, 0x80, 0xFF, 0xFF, 0xFF, 0xFF],                         // 32-bit length
+            [0] + Self.library("zero").dropFirst(),                           // not a function
+            [245, 0xC3, 4, 40, 0x20, 0xFF, 0x01, 0x02] + [UInt8](repeating: 0, count: 12), // LZF reference before the start
+            [245, 0xC4] + [UInt8](repeating: 0, count: 12),              // no such string encoding
+            [245, 0xC0, 5] + [UInt8](repeating: 0, count: 12),           // an integer as code
+            Self.library("dup") + Self.library("dup"),                             // the same library twice
+            [245, 12] + Array("#!lua name=c\n".utf8) + [0] + [UInt8](repeating: 0, count: 12),  // code that does not compile
+            Self.library("good") + [0] + [UInt8](repeating: 0, count: 12),   // a good library, then junk
+        ]
+        let r = try RawClient(port: redis.port)
+        let s = try RawClient(port: server.port)
+        for (i, body) in bodies.enumerated() {
+            let args = [Array("FUNCTION".utf8), Array("RESTORE".utf8), Self.payload(body)]
+            let expected = try Self.reply(r, args)
+            let got = try Self.reply(s, args)
+            #expect(got == expected, "payload \(i)")
+        }
+        #expect(try Self.reply(s, ["FUNCTION", "LIST"]) == .array([]))
+        #expect(try Self.reply(s, ["PING"]) == .simpleString("PONG"))
+    }
+
+    @Test("a loop of long C calls (string.rep) is stopped at the load limit, and by SCRIPT KILL in a script")
+    func longCallsAreInterrupted() throws {
+        let server = try StrongboxProcess(["--busy-reply-threshold", "100"])
+        defer { server.stop() }
+        let c = try RawClient(port: server.port)
+        let start = Date()
+        #expect(try Self.reply(c, ["FUNCTION", "LOAD", "#!lua name=w\nfor i = 1, 1e6 do local s = ('x'):rep(5e7) end"])
+                == .error("ERR Error registering functions: ERR FUNCTION LOAD timeout"))
+        #expect(Date().timeIntervalSince(start) < 5)
+        let looper = try RawClient(port: server.port)
+        try looper.send(command: ["EVAL", "for i = 1, 1e6 do local s = string.rep('x', 5e7) end", "0"])
+        usleep(300_000)
+        #expect(try Self.reply(c, ["SCRIPT", "KILL"]) == .simpleString("OK"))
+        #expect(Self.errorText(try looper.readReply()).hasPrefix("ERR Script killed by user with SCRIPT KILL..."))
+        #expect(try Self.reply(c, ["PING"]) == .simpleString("PONG"))
+    }
+
+    @Test("20,000 libraries restore, list and call without a scan per library (the server stays responsive)")
+    func manyLibraries() throws {
+        let server = try StrongboxProcess()
+        defer { server.stop() }
+        var body: [UInt8] = []
+        for i in 0..<20_000 { body += Self.library("l\(i)") }
+        let c = try RawClient(port: server.port)
+        #expect(try Self.reply(c, [Array("FUNCTION".utf8), Array("RESTORE".utf8), Self.payload(body)]) == .simpleString("OK"))
+        #expect(try Self.reply(c, ["FCALL", "l19999", "0"]) == .integer(1))
+        if case .array(let listed) = try Self.reply(c, ["FUNCTION", "LIST", "LIBRARYNAME", "l1999?"]) { #expect(listed.count == 10) } else { Issue.record("LIST") }
+        let stats = try Self.reply(c, ["FUNCTION", "STATS"])
+        #expect("\(stats)".contains("20000"), "\(stats)")
+        #expect(try Self.reply(c, ["FUNCTION", "DELETE", "l0"]) == .simpleString("OK"))
+        #expect(try Self.reply(c, ["FCALL", "l0", "0"]) == .error("ERR Function not found"))
     }
 }

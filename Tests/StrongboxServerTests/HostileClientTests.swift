@@ -290,6 +290,11 @@ struct HostileClientTests {
         let fine = try RawClient(port: server.port)
         #expect(try Self.bytes(Self.reply(fine, ["GET", "big"]))?.count == 4 << 20)
         #expect(try Self.reply(fine, ["STRLEN", "big"]) == .integer(4 << 20))
+        // As Redis, the first 16 KiB of a client's output do not count toward the limit.
+        #expect(try Self.reply(admin, ["CONFIG", "SET", "client-output-buffer-limit", "normal 1kb 0 0"]) == .simpleString("OK"))
+        _ = try Self.reply(admin, ["SET", "small", String(repeating: "y", count: 5000)])
+        let modest = try RawClient(port: server.port)
+        #expect(try Self.bytes(Self.reply(modest, ["GET", "small"]))?.count == 5000)
         // Soft limit: a client that reads nothing keeps this connection's unsent output over
         // 128 KiB for more than a second, and is closed.
         #expect(try Self.reply(admin, ["CONFIG", "SET", "client-output-buffer-limit", "normal 0 128kb 1"]) == .simpleString("OK"))

@@ -101,12 +101,15 @@ enum FunctionCommands {
             }
             j += 1
         }
-        let libraries = engine.scripts.catalog.withLock { $0.libraries }.filter { library in
+        let libraries = engine.scripts.catalog.withLock { $0.ordered }.filter { library in
             pattern.map { Glob.match($0, Array(library.name.utf8), noCase: true) } ?? true
         }
         let v = inv.version
         inv.out.writeRESPArrayHeader(libraries.count)
         for library in libraries {
+            // Code can be large (hundreds of MiB restored from a compressed dump): the reply
+            // leaves in chunks, or stops with an error, as MGET's does.
+            try inv.checkReplySize()
             inv.out.writeRESPMapHeader(withCode ? 4 : 3, version: v)
             inv.out.writeRESPBulk(string: "library_name")
             inv.out.writeRESPBulk(string: library.name)
@@ -119,7 +122,11 @@ enum FunctionCommands {
                 inv.out.writeRESPBulk(string: "name")
                 inv.out.writeRESPBulk(string: f.name)
                 inv.out.writeRESPBulk(string: "description")
-                if let d = f.description { inv.out.writeRESPBulk(string: d) } else { inv.out.writeRESPNull(version: v) }
+                if let d = f.description {
+                    d.withUnsafeBytes { inv.out.writeRESPBulk(bytes: $0) }
+                } else {
+                    inv.out.writeRESPNull(version: v)
+                }
                 inv.out.writeRESPBulk(string: "flags")
                 inv.out.writeRESPSetHeader(f.flagNames.count, version: v)
                 for flag in f.flagNames { inv.out.writeRESPSimpleString(flag) }
@@ -165,6 +172,10 @@ enum FunctionCommands {
     /// FUNCTION DUMP → a payload FUNCTION RESTORE (here or in Redis 7) takes back
     static func dump(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
         let payload = engine.scripts.dumpFunctions()
+        // One bulk string: it must fit a buffer (libraries restored from compressed dumps could add up past that).
+        guard inv.out.writerIndex + payload.count < Invocation.maxReplyBytes else {
+            throw CommandError("ERR reply is too large (more than \(Invocation.maxReplyBytes >> 20) MiB)")
+        }
         payload.withUnsafeBytes { inv.out.writeRESPBulk(bytes: $0) }
     }
 
@@ -186,35 +197,30 @@ enum FunctionCommands {
         guard let body = RDB.verifiedBody(Array(inv.args[2].readableBytesView)) else {
             throw CommandError("ERR DUMP payload version or checksum are wrong")
         }
-        var codes: [[UInt8]] = []
-        var reader = RDB.Reader(bytes: body)
-        while !reader.isAtEnd {
-            do {
-                guard try reader.byte() == RDB.opcodeFunction2 else { throw CommandError("ERR given type is not a function") }
-                codes.append(try reader.string())
-            } catch let error as CommandError {
-                throw error
-            } catch {
-                throw CommandError("ERR payload not valid")
-            }
-        }
         try engine.keyspace.withExclusiveAccess { () throws(CommandError) in
             var pending: [ScriptEngine.PendingLibrary] = []
             defer { for p in pending { engine.scripts.discard(p) } }
-            for code in codes { pending.append(try engine.scripts.compileLibrary(code, engine: engine)) }
-            // Names must not clash among the payload's libraries, nor (by policy) with ours.
+            // Libraries are read and compiled in payload order (so errors come in Redis's order);
+            // names must not clash among them (quoted, as Redis), nor (by policy) with ours.
             var libraries = Set<String>()
-            var functions = Set<String>()
-            let catalog = engine.scripts.catalog.withLock { $0 }
-            for p in pending {
-                // (Redis's text here has no quotes.)
+            var reader = RDB.Reader(bytes: body)
+            while !reader.isAtEnd {
+                let opcode = (try? reader.byte()) ?? 0
+                if opcode == RDB.opcodeFunctionPreGA { throw CommandError("ERR Failed loading engine name") }
+                guard opcode == RDB.opcodeFunction2 else { throw CommandError("ERR given type is not a function") }
+                guard let code = try? reader.string() else { throw CommandError("ERR Failed loading library payload") }
+                let p = try engine.scripts.compileLibrary(code, engine: engine)
+                pending.append(p)
                 guard libraries.insert(p.library.name).inserted else {
-                    throw CommandError("ERR Library \(p.library.name) already exists")
-                }
-                if policy == .append, catalog.library(p.library.name) != nil {
-                    throw CommandError("ERR Library \(p.library.name) already exists")
+                    throw CommandError("ERR Library '\(p.library.name)' already exists")
                 }
             }
+            let catalog = engine.scripts.catalog.withLock { $0 }
+            if policy == .append, let clash = pending.first(where: { catalog.library($0.library.name) != nil }) {
+                // (Redis's text here has no quotes.)
+                throw CommandError("ERR Library \(clash.library.name) already exists")
+            }
+            var functions = Set<String>()
             for p in pending {
                 for f in p.library.functions {
                     guard functions.insert(f.name.lowercased()).inserted else { throw CommandError("ERR Function \(f.name) already exists") }
@@ -224,7 +230,7 @@ enum FunctionCommands {
                 }
             }
             if policy == .flush {
-                for library in catalog.libraries { _ = engine.scripts.deleteLibrary(library.name) }
+                for name in catalog.libraries.keys { _ = engine.scripts.deleteLibrary(name) }
             }
             for p in pending { engine.scripts.commit(p) }
             pending = []
