@@ -201,11 +201,12 @@ public final class ScriptEngine: @unchecked Sendable {
             -- originals' error texts: the original runs under pcall, its "bad argument … to '?'"
             -- gets its name back, and the error is raised at the script's line (the wrapper sits
             -- behind a C trampoline, so a script's `return f()` keeps its frame).
-            local function native(name, f, check)
+            local function native(name, f, check, adjust)
               return cwrap(function(...)
                 interrupt()
                 if check then check(...) end
-                local r = pack(rawpcall(f, ...))
+                local r
+                if adjust then r = pack(rawpcall(f, adjust(...))) else r = pack(rawpcall(f, ...)) end
                 if r[1] then return unpack(r, 2, r.n) end
                 local e = r[2]
                 if type(e) == 'string' then e = sgsub(e, "^bad argument (#%d+) to '%?'", "bad argument %1 to '" .. name .. "'") end
@@ -248,6 +249,16 @@ public final class ScriptEngine: @unchecked Sendable {
             local function guard(name, f)
               return native(name, f, function(t) if isProxy[t] then error('Attempt to modify a readonly table', 0) end end)
             end
+            -- LuaBitOp's tohex reads past its buffer for a digit count of -2^31 (CVE-2024-31449's
+            -- class): that count means -8, as Redis's patched copy has it. (A tail call, so an
+            -- argument error still names 'tohex'.)
+            local btohex, btobit = bit.tohex, bit.tobit
+            bit.tohex = native('tohex', btohex, nil, function(...)
+              local x, n = ...
+              local v = tonumber(n)
+              if v ~= nil and btobit(v) == -2147483648 then return x, -8, select(3, ...) end
+              return ...
+            end)
             _G.rawset, table.insert, table.remove, table.sort =
               guard('rawset', rawset), guard('insert', tinsert), guard('remove', tremove), guard('sort', tsort)
             -- Library functions written here raise their errors as Redis's C ones: naming the caller's line.

@@ -313,4 +313,15 @@ struct HostileClientTests {
         if case .bulkString(let b) = value { return Array(b.readableBytesView) }
         return nil
     }
+
+    @Test("bit.tohex with a digit count of -2^31 (LuaBitOp reads past its buffer: the fuzzer's find) answers, as -8")
+    func tohexMinimum() throws {
+        let server = try StrongboxProcess()
+        defer { server.stop() }
+        let c = try RawClient(port: server.port)
+        for n in ["-2147483648", "'-2147483648'", "2^31", "-2^31 - 2^32"] {
+            #expect(try Self.reply(c, ["EVAL", "return bit.tohex(255, \(n))", "0"]) == .bulkString(ByteBuffer(string: "000000FF")), "\(n)")
+        }
+        try Self.expectAlive(server)
+    }
 }
