@@ -213,9 +213,12 @@ public final class ConfigStore: Sendable {
     public func set(_ name: String, _ value: String, startup: Bool = false) throws(ConfigError) {
         guard let p = Self.parameter(named: name) else { throw ConfigError(parameter: name, reason: "unknown option") }
         if !startup && !p.mutable { throw ConfigError(parameter: p.name, reason: "can't set immutable config") }
-        var canonical = try Self.normalize(p.name, value)
+        let canonical: String
         if case .outputBufferLimits = p.kind {
+            // Merged into the current value (a setting may name only some classes).
             canonical = try Self.mergeOutputBufferLimits(self.get(p.name) ?? p.defaultValue, value)
+        } else {
+            canonical = try Self.normalize(p.name, value)
         }
         values.withLock { $0[p.name] = canonical }
         mirror(p.name, canonical)

@@ -15,12 +15,7 @@ struct FunctionTests {
     }
 
     static func reply(_ client: RawClient, _ args: [String]) throws -> RESPValue {
-        try reply(client, args.map { Array($0.utf8) })
-    }
-
-    static func bytes(_ value: RESPValue) -> [UInt8]? {
-        if case .bulkString(let b) = value { return Array(b.readableBytesView) }
-        return nil
+        try HostileClientTests.reply(client, args)
     }
 
     // Long enough that redis-server compresses it in its dump.
@@ -41,8 +36,8 @@ struct FunctionTests {
             #expect(try Self.reply(c, ["FUNCTION", "LOAD", Self.alpha]) == .bulkString(ByteBuffer(string: "alpha")))
             #expect(try Self.reply(c, ["FUNCTION", "LOAD", Self.beta]) == .bulkString(ByteBuffer(string: "beta")))
         }
-        let fromRedis = try #require(Self.bytes(try Self.reply(r, ["FUNCTION", "DUMP"])))
-        let fromStrongbox = try #require(Self.bytes(try Self.reply(s, ["FUNCTION", "DUMP"])))
+        let fromRedis = try #require(HostileClientTests.bytes(try Self.reply(r, ["FUNCTION", "DUMP"])))
+        let fromStrongbox = try #require(HostileClientTests.bytes(try Self.reply(s, ["FUNCTION", "DUMP"])))
         // Both compress alpha's code (LZF), each its own way: the payloads differ, and each side reads the other's.
         #expect(fromRedis != fromStrongbox)
         for (c, payload) in [(r, fromStrongbox), (s, fromRedis)] {
@@ -72,7 +67,7 @@ struct FunctionTests {
         let c = try RawClient(port: server.port)
         _ = try Self.reply(c, ["FUNCTION", "LOAD", Self.alpha])
         _ = try Self.reply(c, ["FUNCTION", "LOAD", Self.beta])
-        let payload = try #require(Self.bytes(try Self.reply(c, ["FUNCTION", "DUMP"])))
+        let payload = try #require(HostileClientTests.bytes(try Self.reply(c, ["FUNCTION", "DUMP"])))
         let restore: (String?) throws -> RESPValue = { policy in
             var args = [Array("FUNCTION".utf8), Array("RESTORE".utf8), payload]
             if let policy { args.append(Array(policy.utf8)) }
@@ -133,14 +128,10 @@ struct FunctionTests {
                 == .bulkString(ByteBuffer(string: "fine")))
         #expect(try Self.reply(c, ["FCALL", "f", "0"]) == .integer(1))
         // Binary chunks are refused as library code too.
-        let binary = Self.errorText(try Self.reply(c, [Array("FUNCTION".utf8), Array("LOAD".utf8), Array("#!lua name=bin\n\u{1b}Lua".utf8) + [0x51, 0, 1, 4]]))
+        let binary = HostileClientTests.errorText(try Self.reply(c, [Array("FUNCTION".utf8), Array("LOAD".utf8), Array("#!lua name=bin\n\u{1b}Lua".utf8) + [0x51, 0, 1, 4]]))
         #expect(binary.hasPrefix("ERR Error compiling function"))
     }
 
-    static func errorText(_ value: RESPValue) -> String {
-        if case .error(let e) = value { return e }
-        return ""
-    }
 
     /// Redis's CRC-64 (Jones, reflected), written again here so payloads are made independently.
     static let crcTable: [UInt64] = (0..<256).map { n in
@@ -215,7 +206,7 @@ struct FunctionTests {
         try looper.send(command: ["EVAL", "for i = 1, 1e6 do local s = string.rep('x', 5e7) end", "0"])
         usleep(300_000)
         #expect(try Self.reply(c, ["SCRIPT", "KILL"]) == .simpleString("OK"))
-        #expect(Self.errorText(try looper.readReply()).hasPrefix("ERR Script killed by user with SCRIPT KILL..."))
+        #expect(HostileClientTests.errorText(try looper.readReply()).hasPrefix("ERR Script killed by user with SCRIPT KILL..."))
         #expect(try Self.reply(c, ["PING"]) == .simpleString("PONG"))
     }
 
