@@ -143,24 +143,32 @@ public final class Engine: Sendable {
     public func execute(_ invocation: inout Invocation, fromScript: Bool = false) {
         guard let name = invocation.args.first else { return }
         guard var spec: CommandSpec = table.lookup(name) else {
-            invocation.out.writeRESPError(Self.unknownCommandMessage(invocation.args))
+            reject(&invocation, Self.unknownCommandMessage(invocation.args))
             return
         }
         if !spec.subcommands.isEmpty, invocation.args.count >= 2 {
             guard let sub = spec.subcommand(named: invocation.args[1]) else {
                 let container = String(decoding: name.readableBytesView, as: UTF8.self).uppercased()
                 let arg = String(decoding: invocation.args[1].readableBytesView.prefix(128), as: UTF8.self)
-                invocation.out.writeRESPError("ERR unknown subcommand '\(arg)'. Try \(container) HELP.")
+                reject(&invocation, "ERR unknown subcommand '\(arg)'. Try \(container) HELP.")
                 return
             }
             spec = sub
         }
         guard spec.acceptsArgumentCount(invocation.args.count) else {
-            invocation.out.writeRESPError(CommandError.arity(spec.name).message)
+            if spec.name == "exec" {
+                abortExec(&invocation, "wrong number of arguments for 'exec' command")
+            } else {
+                reject(&invocation, CommandError.arity(spec.name).message)
+            }
             return
         }
         if !invocation.session.authenticated && !spec.allowedWithoutAuth {
-            invocation.out.writeRESPError(CommandError.noAuth.message)
+            if spec.name == "exec" {
+                abortExec(&invocation, CommandError.noAuth.message)
+            } else {
+                reject(&invocation, CommandError.noAuth.message)
+            }
             return
         }
         if !fromScript && scripts.runningSince.load(ordering: .relaxed) != 0 && !spec.flags.contains("allow_busy") {
@@ -170,6 +178,10 @@ public final class Engine: Sendable {
                 }
                 return
             }
+        }
+        if invocation.transaction != nil && !fromScript && !Self.runsInsideMulti.contains(spec.name) {
+            queue(spec, &invocation)
+            return
         }
         if let cluster, !fromScript {
             if invocation.session.isPeer {

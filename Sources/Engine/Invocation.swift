@@ -90,6 +90,11 @@ public struct Invocation: Sendable {
     public var mayForward = false
     public var forward: Forward?
 
+    /// `MULTI`: the transaction being queued, or nil (see `TransactionCommands`).
+    public var transaction: Transaction?
+    /// `WATCH`: the keys watched, or nil.
+    public var watching: Watching?
+
     /// Reply bytes already complete, in order, that come before `out`: a reply too large for one
     /// buffer (a ByteBuffer's indexes are 32-bit) is cut into chunks. Empty in the common case.
     public var spilled: [ByteBuffer] = []

@@ -234,6 +234,41 @@ public final class Keyspace: @unchecked Sendable {
         return try body(&set)
     }
 
+    /// Locks the shards of the keys at argument positions `first`, `first + step`, … of `args`
+    /// in index order, runs `body`, then unlocks: a multi-key command is atomic (no other client
+    /// sees part of it) without allocating (the shards held are one bit set when there are at
+    /// most 64 of them).
+    public func withShards<R, E: Error>(ofKeysIn args: [ByteBuffer], from first: Int, step: Int = 1,
+                                        _ body: (inout ShardSet) throws(E) -> R) throws(E) -> R {
+        var set = ShardSet(keyspace: self, slots: UnsafeMutableRawPointer(slots))
+        if holdsEverything { return try body(&set) }
+        guard shardCount <= 64 else {
+            return try withShards(for: stride(from: first, to: args.count, by: step).map { Key(args[$0]) }, body)
+        }
+        var mask: UInt64 = 0
+        var p = first
+        while p < args.count {
+            let hash = KeyHash.hash(args[p])
+            mask |= 1 << ((hash >> 32) % UInt64(shardCount))
+            p += step
+        }
+        var m = mask
+        while m != 0 {
+            let i = m.trailingZeroBitCount
+            pthread_mutex_lock(&slots[i].mutex)
+            m &= m - 1
+        }
+        defer {
+            var m = mask
+            while m != 0 {
+                let i = 63 - m.leadingZeroBitCount
+                pthread_mutex_unlock(&slots[i].mutex)
+                m &= ~(1 << UInt64(i))
+            }
+        }
+        return try body(&set)
+    }
+
     /// Locks every shard in order (for whole-keyspace atomic work such as `FLUSHALL`).
     public func withAllShards<R>(_ body: (inout ShardSet) -> R) -> R {
         withShards(indices: Array(0..<shardCount), body)

@@ -153,6 +153,10 @@ public struct ShardState {
     @usableFromInline var tracksFrequency = false
     private var sweepCursor = 0
     @usableFromInline var randomState: UInt64 = 0x853c_49e6_748f_ea9b
+    /// `WATCH`: the clients watching each key of this shard (see Watch.swift). Every write path
+    /// checks `watchedKeys` first, so a shard nobody watches pays one compare per write.
+    var watchers: [WatchedKey: [WatchToken]] = [:]
+    @usableFromInline var watchedKeys = 0
 
     static let minimumCapacity = 8
     public static let reportStep = 4 * 1024
@@ -258,6 +262,7 @@ public struct ShardState {
     }
 
     public mutating func set(_ key: Key, bytes value: UnsafeRawBufferPointer, deadline: Int64, keepTTL: Bool = false, lock: Bool = false, now: Int64) {
+        if watchedKeys != 0 { touchWatched(key) }
         let i = find(key)
         let flags: UInt32 = lock ? Record.lockFlag : 0
         if i >= 0 {
@@ -286,6 +291,7 @@ public struct ShardState {
     public mutating func replaceValue(_ key: Key, bytes value: UnsafeRawBufferPointer) {
         let i = find(key)
         guard i >= 0 else { return }
+        if watchedKeys != 0 { touchWatched(key) }
         _ = replacing(at: i, Record(slots![i].record!), value: value)
         report()
     }
@@ -311,6 +317,7 @@ public struct ShardState {
     /// as Redis's strings do, so a key built by many appends costs amortized O(1) each.
     private mutating func overwrite(at i: Int, offset: Int, _ bytes: UnsafeRawBufferPointer) -> Int {
         var r = Record(slots![i].record!)
+        if watchedKeys != 0 { touchWatched(bytes: r.keyBytes) }
         let oldCount = r.valueCount
         let newCount = max(oldCount, offset + bytes.count)
         let needed = Record.headerSize + r.keyCount + newCount
@@ -359,6 +366,7 @@ public struct ShardState {
     public mutating func setDeadline(_ key: Key, _ deadline: Int64) {
         let i = find(key)
         guard i >= 0 else { return }
+        if watchedKeys != 0 { touchWatched(key) }
         let r = Record(slots![i].record!)
         r.deadline = deadline
         setSlotFlags(i, expiring: deadline != 0, lock: r.isLock)
@@ -366,6 +374,7 @@ public struct ShardState {
 
     /// Removes every key and gives the memory back.
     public mutating func removeAll() {
+        if watchedKeys != 0 { touchAllWatchedPresent() }
         if let slots {
             for i in 0..<capacity {
                 if let r = slots[i].record { Record(r).free() }
@@ -449,6 +458,7 @@ public struct ShardState {
         let slots = self.slots!
         let removed = slots[i]
         let r = Record(removed.record!)
+        if watchedKeys != 0 { touchWatched(bytes: r.keyBytes) }
         usedBytes -= r.allocatedBytes
         r.free()
         count -= 1

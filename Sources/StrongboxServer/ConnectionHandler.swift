@@ -105,6 +105,9 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
     func handlerRemoved(context: ChannelHandlerContext) {
         contextRef = nil
         sinkRef = nil
+        // WATCH registrations live in the keyspace: a client that vanishes leaves none behind.
+        invocationState.pointee.transaction = nil
+        engine.unwatchAll(&invocationState.pointee)
         if let record {
             publish(to: record)
             registry.remove(id: invocationState.pointee.session.id)
@@ -496,6 +499,13 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
         awaitingScript = true
         var prepared = Invocation(session: invocationState.pointee.session, out: context.channel.allocator.buffer(capacity: 256))
         prepared.args = invocationState.pointee.args
+        // An EXEC that runs scripts takes its transaction and watches along.
+        prepared.transaction = invocationState.pointee.transaction
+        prepared.watching = invocationState.pointee.watching
+        invocationState.pointee.transaction = nil
+        invocationState.pointee.watching = nil
+        invocationState.pointee.session.commandsSinceFlush = 0
+        prepared.session.commandsSinceFlush = 0
         // The script's reply may come in chunks only when it goes straight to the output.
         prepared.maySpill = slot == nil
         prepared.setOutputLimit(engine.config.normalOutputHard.load(ordering: .relaxed))
@@ -508,8 +518,14 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
             let reply = job.out
             let chunks = job.spilled
             let overLimit = job.outputLimitExceeded
+            let session = job.session
             loop.execute {
                 let (handler, context, slot) = bound.value
+                // What the commands changed (SELECT, CLIENT SETNAME inside a transaction; the
+                // command count) carries over to the connection.
+                let counted = handler.invocationState.pointee.session.commandsSinceFlush
+                handler.invocationState.pointee.session = session
+                handler.invocationState.pointee.session.commandsSinceFlush += counted
                 if overLimit {
                     handler.awaitingScript = false
                     handler.closeForOutputLimit(context: context)

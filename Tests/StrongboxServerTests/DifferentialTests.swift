@@ -9,7 +9,8 @@ import TestSupport
 struct DifferentialTests {
     enum Mode { case exact, typeOnly, sorted }
     enum Step {
-        case command([[UInt8]], Mode, line: Int, text: String)
+        /// `connection` 1 is the main client; a line starting `@2 ` runs on a second one (WATCH, pub/sub).
+        case command([[UInt8]], Mode, line: Int, text: String, connection: Int = 1)
         case sleep(Int)
     }
 
@@ -25,6 +26,11 @@ struct DifferentialTests {
                 continue
             }
             var mode = Mode.exact
+            var connection = 1
+            if line.hasPrefix("@2 ") {
+                connection = 2
+                line = line.dropFirst(3)
+            }
             if line.hasPrefix("~") {
                 mode = .typeOnly
                 line = line.dropFirst()
@@ -33,25 +39,32 @@ struct DifferentialTests {
                 line = line.dropFirst(6)
             }
             let args = try InlineSplitter.split(Array(line.utf8)).map { Array($0.readableBytesView) }
-            steps.append(.command(args, mode, line: index + 1, text: String(line)))
+            steps.append(.command(args, mode, line: index + 1, text: String(line), connection: connection))
         }
         return steps
     }
 
     /// Runs the steps on one server. - Returns: the reply bytes of each command step.
     static func replay(_ steps: [Step], port: Int, resp3: Bool) throws -> [(RESPValue, [UInt8])] {
-        let client = try RawClient(port: port)
-        if resp3 {
-            try client.send(command: ["HELLO", "3"])
-            _ = try client.readReply()
+        func connect() throws -> RawClient {
+            let client = try RawClient(port: port)
+            if resp3 {
+                try client.send(command: ["HELLO", "3"])
+                _ = try client.readReply()
+            }
+            return client
         }
+        let client = try connect()
+        var second: RawClient?
         var replies: [(RESPValue, [UInt8])] = []
         for step in steps {
             switch step {
             case .sleep(let ms): usleep(UInt32(ms) * 1000)
-            case .command(let args, _, _, _):
-                try client.send(RawClient.encode(args))
-                replies.append(try client.readReplyBytes())
+            case .command(let args, _, _, _, let connection):
+                if connection == 2 && second == nil { second = try connect() }
+                let c = connection == 2 ? second! : client
+                try c.send(RawClient.encode(args))
+                replies.append(try c.readReplyBytes())
             }
         }
         return replies
@@ -96,7 +109,7 @@ struct DifferentialTests {
         #expect(commands.count >= 300)
     }
 
-    @Test("replies match redis-server byte for byte", arguments: ["differential", "scripting", "hardening", "lua_libs", "functions"], [false, true])
+    @Test("replies match redis-server byte for byte", arguments: ["differential", "scripting", "hardening", "lua_libs", "functions", "transactions"], [false, true])
     func matchesRedis(corpus: String, resp3: Bool) async throws {
         try #require(RedisServerProcess.isAvailable, "redis-server is not installed")
         let steps = try Self.loadCorpus(corpus)
@@ -107,7 +120,7 @@ struct DifferentialTests {
         let actual = try Self.replay(steps, port: strongbox.port, resp3: resp3)
         await strongbox.stop()
         let commands: [(Mode, Int, String)] = steps.compactMap {
-            if case let .command(_, mode, line, text) = $0 { return (mode, line, text) } else { return nil }
+            if case let .command(_, mode, line, text, _) = $0 { return (mode, line, text) } else { return nil }
         }
         var differences: [String] = []
         for (i, (mode, line, text)) in commands.enumerated() {

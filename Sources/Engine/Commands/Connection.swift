@@ -144,6 +144,8 @@ enum ConnectionCommands {
         inv.session.noEvict = false
         inv.session.authenticated = engine.config.requirePass.isEmpty
         inv.session.isPeer = false
+        inv.transaction = nil
+        engine.unwatchAll(&inv)
         inv.out.writeRESPSimpleString("RESET" as StaticString)
     }
 

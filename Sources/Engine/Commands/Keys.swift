@@ -11,29 +11,35 @@ import Darwin
 
 /// The generic key commands: DEL, EXISTS, TYPE, RENAME, KEYS, SCAN and friends.
 enum KeyCommands {
-    /// DEL key [key ...] (and UNLINK) · - Complexity: O(N)
+    /// DEL key [key ...] (and UNLINK) · - Complexity: O(N). Atomic: the keys' shards are held together.
     static func del(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
         let now = inv.now
-        var removed: Int64 = 0
-        for i in 1..<inv.argc {
-            let key = Key(inv.args[i])
-            engine.keyspace.withShard(for: key) { shard in
-                if shard.entry(key, now: now) != nil {
-                    shard.remove(key)
-                    removed += 1
+        let removed: Int64 = engine.keyspace.withShards(ofKeysIn: inv.args, from: 1) { set in
+            var removed: Int64 = 0
+            for i in 1..<inv.argc {
+                let key = Key(inv.args[i])
+                set.withShard(for: key) { shard in
+                    if shard.entry(key, now: now) != nil {
+                        shard.remove(key)
+                        removed += 1
+                    }
                 }
             }
+            return removed
         }
         inv.out.writeRESPInteger(removed)
     }
 
-    /// EXISTS key [key ...] (and TOUCH): counts every named key that exists, repeats included.
+    /// EXISTS key [key ...] (and TOUCH): counts every named key that exists, repeats included. Atomic.
     static func exists(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
         let now = inv.now
-        var found: Int64 = 0
-        for i in 1..<inv.argc {
-            let key = Key(inv.args[i])
-            if engine.keyspace.withShard(for: key, { $0.entry(key, now: now) != nil }) { found += 1 }
+        let found: Int64 = engine.keyspace.withShards(ofKeysIn: inv.args, from: 1) { set in
+            var found: Int64 = 0
+            for i in 1..<inv.argc {
+                let key = Key(inv.args[i])
+                if set.withShard(for: key, { $0.entry(key, now: now) != nil }) { found += 1 }
+            }
+            return found
         }
         inv.out.writeRESPInteger(found)
     }

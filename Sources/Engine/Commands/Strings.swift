@@ -204,12 +204,15 @@ enum StringCommands {
         let now = inv.now
         let version = inv.version
         inv.out.writeRESPArrayHeader(inv.argc - 1)
-        for i in 1..<inv.argc {
-            let key = Key(inv.args[i])
-            engine.keyspace.withShard(for: key) { shard in
-                if let e = shard.lookupForRead(key, now: now) { inv.out.writeRESPBulk(e.value) } else { inv.out.writeRESPNull(version: version) }
+        // Atomic: the keys' shards are held together, so no write lands between two of the reads.
+        try engine.keyspace.withShards(ofKeysIn: inv.args, from: 1) { (set: inout Keyspace.ShardSet) throws(CommandError) in
+            for i in 1..<inv.argc {
+                let key = Key(inv.args[i])
+                set.withShard(for: key) { shard in
+                    if let e = shard.lookupForRead(key, now: now) { inv.out.writeRESPBulk(e.value) } else { inv.out.writeRESPNull(version: version) }
+                }
+                try inv.checkReplySize()
             }
-            try inv.checkReplySize()
         }
     }
 
@@ -227,13 +230,20 @@ enum StringCommands {
         guard inv.argc % 2 == 1 else { throw .arity(nx ? "msetnx" : "mset") }
         let now = inv.now
         let args = inv.args
-        let keys = stride(from: 1, to: args.count, by: 2).map { Key(args[$0]) }
-        let stored: Bool = engine.keyspace.withShards(for: keys) { set in
+        let stored: Bool = engine.keyspace.withShards(ofKeysIn: args, from: 1, step: 2) { set in
             if nx {
-                for key in keys where set.withShard(for: key, { $0.entry(key, now: now) != nil }) { return false }
+                var p = 1
+                while p < args.count {
+                    let key = Key(args[p])
+                    if set.withShard(for: key, { $0.entry(key, now: now) != nil }) { return false }
+                    p += 2
+                }
             }
-            for (n, key) in keys.enumerated() {
-                set.withShard(for: key) { $0.set(key, value: args[2 * n + 2], deadline: 0, now: now) }
+            var p = 1
+            while p < args.count {
+                let key = Key(args[p])
+                set.withShard(for: key) { $0.set(key, value: args[p + 1], deadline: 0, now: now) }
+                p += 2
             }
             return true
         }

@@ -26,7 +26,25 @@ enum Commands {
                     summary: summary, hint: hint, handler: handler)
     }
 
-    static let all: [CommandSpec] = strings + locks + keys + expiry + connectionCommands + server + scripting + cluster
+    static let all: [CommandSpec] = strings + locks + keys + expiry + connectionCommands + server + scripting + cluster + transactions
+
+    private static let transactionFlags = ["noscript", "loading", "stale", "fast", "allow_busy"]
+
+    static let transactions: [CommandSpec] = [
+        CommandSpec("multi", arity: 1, flags: transactionFlags, categories: ["@fast", "@transaction"], group: "transactions", since: "1.2.0",
+                    summary: "Starts a transaction.", handler: TransactionCommands.multi),
+        CommandSpec("exec", arity: 1, flags: ["noscript", "loading", "stale", "skip_slowlog"], categories: ["@slow", "@transaction"], group: "transactions",
+                    since: "1.2.0", summary: "Executes all commands in a transaction.", complexity: "Depends on commands in the transaction",
+                    handler: TransactionCommands.exec),
+        CommandSpec("discard", arity: 1, flags: transactionFlags, categories: ["@fast", "@transaction"], group: "transactions", since: "2.0.0",
+                    summary: "Discards a transaction.", complexity: "O(N), when N is the number of queued commands",
+                    handler: TransactionCommands.discard),
+        CommandSpec("watch", arity: -2, flags: transactionFlags, keys: (1, -1, 1), categories: ["@fast", "@transaction"], group: "transactions",
+                    since: "2.2.0", summary: "Monitors changes to keys to determine the execution of a transaction.",
+                    complexity: "O(1) for every key.", hint: "key [key ...]", handler: TransactionCommands.watch),
+        CommandSpec("unwatch", arity: 1, flags: transactionFlags, categories: ["@fast", "@transaction"], group: "transactions", since: "2.2.0",
+                    summary: "Forgets about watched keys of a transaction.", handler: TransactionCommands.unwatch),
+    ]
 
     private static let clusterFlags = ["stale"]
 

@@ -1,0 +1,200 @@
+import HashRing
+import Keyspace
+import NIOCore
+import RESP
+
+/// A connection's open `MULTI`: the commands queued so far (owned copies of their arguments).
+public struct Transaction: Sendable {
+    public var commands: [[ByteBuffer]] = []
+    /// A command was refused while queuing (unknown, arity, `-OOM`, not allowed): `EXEC` aborts.
+    public var failed = false
+    /// A queued command runs Lua: `EXEC` then runs off the event loop, on the script queue.
+    public var runsScripts = false
+    /// Cluster: the slot and owner of the first key queued (every later key must agree).
+    var slot = -1
+    var owner = -1
+
+    public init() {}
+}
+
+/// A connection's `WATCH`: the keys watched (owned copies) and the token their writes mark.
+public struct Watching: Sendable {
+    public let token = WatchToken()
+    public var keys: [ByteBuffer] = []
+}
+
+/// MULTI, EXEC, DISCARD, WATCH, UNWATCH: Redis 7.0's transactions.
+///
+/// `EXEC` runs the queued commands holding every shard (as a script does), so no other client
+/// and no script sees part of a transaction, whichever shards its keys live in. A transaction
+/// that queues `EVAL`/`FCALL` runs on the script queue, so no event loop waits on Lua.
+enum TransactionCommands {
+    static let execAbort = CommandError("EXECABORT Transaction discarded because of previous errors.")
+
+    static func multi(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
+        guard inv.transaction == nil else { throw CommandError("ERR MULTI calls can not be nested") }
+        inv.transaction = Transaction()
+        inv.out.writeRESPOK()
+    }
+
+    static func discard(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
+        guard inv.transaction != nil else { throw CommandError("ERR DISCARD without MULTI") }
+        inv.transaction = nil
+        engine.unwatchAll(&inv)
+        inv.out.writeRESPOK()
+    }
+
+    static func watch(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
+        guard inv.transaction == nil else { throw CommandError("ERR WATCH inside MULTI is not allowed") }
+        if inv.watching == nil { inv.watching = Watching() }
+        let token = inv.watching!.token
+        let now = inv.now
+        for i in 1..<inv.argc {
+            let name = inv.args[i]
+            if inv.watching!.keys.contains(name) { continue }
+            // An owned copy: the registry outlives the request buffer.
+            let owned = ByteBuffer(bytes: name.readableBytesView)
+            let key = Key(owned)
+            engine.keyspace.withShard(for: key) { $0.watch(key, token: token, now: now) }
+            inv.watching!.keys.append(owned)
+        }
+        inv.out.writeRESPOK()
+    }
+
+    static func unwatch(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
+        engine.unwatchAll(&inv)
+        inv.out.writeRESPOK()
+    }
+
+    static func exec(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
+        guard let transaction = inv.transaction else { throw CommandError("ERR EXEC without MULTI") }
+        if transaction.failed {
+            inv.transaction = nil
+            engine.unwatchAll(&inv)
+            throw execAbort
+        }
+        if transaction.runsScripts && inv.mayDeferScripts {
+            // Run again on the script queue (the connection hands over the transaction).
+            inv.deferredScript = true
+            return
+        }
+        inv.transaction = nil
+        let execArgs = inv.args
+        let now = inv.now
+        try engine.keyspace.withExclusiveAccess { () throws(CommandError) in
+            if let watching = inv.watching {
+                // A watched key past its deadline is removed here, which marks the token.
+                for name in watching.keys {
+                    let key = Key(name)
+                    engine.keyspace.withShard(for: key) { _ = $0.peek(key, now: now) }
+                }
+                let dirty = watching.token.isDirty
+                engine.unwatchAll(&inv)
+                if dirty {
+                    inv.out.writeRESPNullArray(version: inv.version)
+                    return
+                }
+            }
+            inv.out.writeRESPArrayHeader(transaction.commands.count)
+            let mayDefer = inv.mayDeferScripts
+            inv.mayDeferScripts = false
+            defer { inv.mayDeferScripts = mayDefer }
+            for command in transaction.commands {
+                inv.args = command
+                engine.execute(&inv, fromScript: true)
+                if inv.outputLimitExceeded { break }
+                try inv.checkReplySize()
+            }
+        }
+        inv.args = execArgs
+    }
+}
+
+extension Engine {
+    /// Drops the connection's `WATCH` registrations (EXEC, DISCARD, UNWATCH, RESET, disconnect).
+    public func unwatchAll(_ inv: inout Invocation) {
+        guard let watching = inv.watching else { return }
+        inv.watching = nil
+        for name in watching.keys {
+            let key = Key(name)
+            keyspace.withShard(for: key) { $0.unwatch(key, token: watching.token) }
+        }
+    }
+
+    /// Commands that run at once inside `MULTI` instead of being queued.
+    static let runsInsideMulti: Set<String> = ["exec", "discard", "multi", "watch", "quit", "reset"]
+
+    /// Queues the command of `invocation` in its open transaction (`+QUEUED`), or refuses it as
+    /// Redis does, marking the transaction failed.
+    func queue(_ spec: CommandSpec, _ invocation: inout Invocation) {
+        if spec.flags.contains("no_multi") {
+            reject(&invocation, "ERR Command not allowed inside a transaction")
+            return
+        }
+        if spec.denyOOM && !makeRoom() {
+            reject(&invocation, CommandError.outOfMemory.message)
+            return
+        }
+        if let cluster, !invocation.session.isPeer, let refusal = transactionRefusal(cluster, spec, &invocation) {
+            reject(&invocation, refusal)
+            return
+        }
+        var owned: [ByteBuffer] = []
+        owned.reserveCapacity(invocation.args.count)
+        for a in invocation.args { owned.append(ByteBuffer(bytes: a.readableBytesView)) }
+        invocation.transaction!.commands.append(owned)
+        if case .scriptKeys = spec.clusterRole { invocation.transaction!.runsScripts = true }
+        invocation.out.writeRESPSimpleString("QUEUED" as StaticString)
+    }
+
+    /// An `EXEC` refused before it runs (arity, auth): as Redis, the transaction (if any) is
+    /// discarded and the reply says why, with or without an open `MULTI`.
+    func abortExec(_ invocation: inout Invocation, _ reason: String) {
+        invocation.transaction = nil
+        unwatchAll(&invocation)
+        invocation.out.writeRESPError("EXECABORT Transaction discarded because of: \(reason)")
+    }
+
+    /// Writes a refusal; inside `MULTI` it also dooms the transaction (`EXEC` answers `-EXECABORT`).
+    func reject(_ invocation: inout Invocation, _ message: String) {
+        invocation.out.writeRESPError(message)
+        if invocation.transaction != nil { invocation.transaction!.failed = true }
+    }
+
+    /// In a cluster, a transaction runs on the node that owns its keys, as Redis Cluster: every
+    /// key of every queued command must be in one slot (redirect mode) or owned by this node
+    /// (proxy mode). - Returns: the error to refuse the command with, or nil.
+    private func transactionRefusal(_ cluster: ClusterState, _ spec: CommandSpec, _ invocation: inout Invocation) -> String? {
+        switch spec.clusterRole {
+        case .everywhere, .scan:
+            return cluster.mode == .proxy ? CommandError.crossSlot.message : nil
+        default:
+            break
+        }
+        var refusal: String?
+        var slot = invocation.transaction!.slot, owner = invocation.transaction!.owner
+        Self.forEachKeyPosition(spec, invocation.args) { p in
+            guard refusal == nil else { return }
+            let s = invocation.args[p].withUnsafeReadableBytes { HashSlot.slot(forKeyBytes: $0) }
+            let o = cluster.ownerIndex(ofSlot: s)
+            if slot < 0 {
+                slot = s
+                owner = o
+            } else if cluster.mode == .redirect ? s != slot : o != owner {
+                refusal = CommandError.crossSlot.message
+                return
+            }
+            if o != cluster.myIndex {
+                let m = cluster.ring.members[o]
+                refusal = cluster.mode == .redirect
+                    ? "MOVED \(s) \(m.host):\(m.port)"
+                    : CommandError.crossSlot.message
+            }
+        }
+        if refusal == nil {
+            invocation.transaction!.slot = slot
+            invocation.transaction!.owner = owner
+        }
+        return refusal
+    }
+}
