@@ -83,6 +83,8 @@ public struct ClusterConfigError: Error, CustomStringConvertible {
 extension CommandError {
     public static let clusterDown = CommandError("CLUSTERDOWN The cluster is down")
     public static let crossSlot = CommandError("CROSSSLOT Keys in request don't hash to the same slot")
+    /// Proxy mode: `WATCH` (and the transaction after it) runs where the client is connected.
+    public static let watchElsewhere = CommandError("CROSSSLOT WATCH in proxy mode needs keys this node owns: connect to their owner (CLUSTER SLOTS)")
 }
 
 extension Engine {
@@ -111,6 +113,15 @@ extension Engine {
             } else {
                 invocation.out.writeRESPError(CommandError.clusterDown.message)
             }
+            return true
+        case .local where proxy:
+            var foreign = false
+            Self.forEachKeyPosition(spec, invocation.args) { p in
+                let s = invocation.args[p].withUnsafeReadableBytes { HashSlot.slot(forKeyBytes: $0) }
+                if cluster.ownerIndex(ofSlot: s) != cluster.myIndex { foreign = true }
+            }
+            guard foreign else { return false }
+            invocation.out.writeRESPError(CommandError.watchElsewhere.message)
             return true
         default:
             break

@@ -42,6 +42,9 @@ public final class CommandSpec: Sendable {
         case splittable(Forward.Merge)
         /// `SCAN`: one member at a time, the member folded into the cursor.
         case scan
+        /// `WATCH`: registers on the node it runs on, so in proxy mode its keys must be this node's
+        /// (a forwarded WATCH would land on a peer link that other clients share).
+        case local
     }
 
     public init(
@@ -69,6 +72,8 @@ public final class CommandSpec: Sendable {
             clusterRole = .scriptKeys
         } else if name == "scan" {
             clusterRole = .scan
+        } else if name == "watch" {
+            clusterRole = .local
         } else if let merge = ["dbsize": Forward.Merge.sum, "keys": .concat, "flushall": .ok, "flushdb": .ok,
                                "function|load": .same, "function|delete": .ok, "function|flush": .ok,
                                "function|restore": .ok][name] {

@@ -18,6 +18,8 @@ public struct Session: Sendable {
     public var noEvict = false
     /// Set by `QUIT` (and `CLIENT KILL` of oneself): close once the replies so far are written.
     public var closeAfterReply = false
+    /// Commands queued by an open `MULTI`, or -1 outside one (`CLIENT LIST`'s `multi=`).
+    public var queuedCommands = -1
     /// The name of the last command run (for `CLIENT LIST`'s `cmd=`).
     public var lastCommand: String = "NULL"
     /// When the client last sent a request, on the keyspace clock (for `CLIENT LIST`'s `idle=`).
@@ -91,7 +93,9 @@ public struct Invocation: Sendable {
     public var forward: Forward?
 
     /// `MULTI`: the transaction being queued, or nil (see `TransactionCommands`).
-    public var transaction: Transaction?
+    public var transaction: Transaction? {
+        didSet { session.queuedCommands = transaction?.commands.count ?? -1 }
+    }
     /// `WATCH`: the keys watched, or nil.
     public var watching: Watching?
 

@@ -293,6 +293,53 @@ extension ClientIntegration {
             }
         }
 
+        @Test("transactions in a cluster: local keys run; keys elsewhere are refused while queuing, and EXEC aborts")
+        func transactionsInCluster() throws {
+            for mode in ["proxy", "redirect"] {
+                let nodes = try startCluster(mode: mode)
+                let ring = HashRing(members: nodes.map { RingMember(host: "127.0.0.1", port: $0.port) })
+                let c = try RawClient(port: nodes[0].port)
+                defer { c.close() }
+                let keys = (0..<200).map { "tx\($0)" }
+                let mine = keys.filter { ring.owner(ofKey: $0).port == nodes[0].port }
+                let theirs = keys.filter { ring.owner(ofKey: $0).port != nodes[0].port }
+                // Keys of one slot (redirect mode) or of this node (proxy mode) run as one transaction.
+                let local = mode == "redirect" ? ["{t}a", "{t}b"] : [mine[0], mine[1]]
+                let home = nodes.first { $0.port == ring.owner(ofKey: local[0]).port }!
+                let h = try RawClient(port: home.port)
+                #expect(try h.call("WATCH", local[0]) == .simpleString("OK"))
+                #expect(try h.call("MULTI") == .simpleString("OK"))
+                #expect(try h.call("SET", local[0], "1") == .simpleString("QUEUED"))
+                #expect(try h.call("INCR", local[1]) == .simpleString("QUEUED"))
+                #expect(try h.call("EXEC") == .array([.simpleString("OK"), .integer(1)]), "\(mode)")
+                h.close()
+                // A key owned elsewhere dooms the transaction while queuing; nothing runs.
+                #expect(try c.call("MULTI") == .simpleString("OK"))
+                #expect(try c.call("SET", mine[2], "x") == .simpleString("QUEUED"))
+                let refusal = try c.callRaw("SET", theirs[0], "x")
+                #expect(refusal.hasPrefix(mode == "redirect" ? "-MOVED " : "-CROSSSLOT "), "\(mode): \(refusal)")
+                #expect(try c.callRaw("EXEC") == "-EXECABORT Transaction discarded because of previous errors.\r\n")
+                #expect(try c.call("EXISTS", mine[2]) == .integer(0))
+                if mode == "proxy" {
+                    // WATCH of a key another member owns would land on a shared peer link: refused.
+                    #expect(try c.callRaw("WATCH", theirs[0]).hasPrefix("-CROSSSLOT "))
+                    #expect(try c.call("WATCH", mine[0]) == .simpleString("OK"))
+                    #expect(try c.call("UNWATCH") == .simpleString("OK"))
+                }
+                if mode == "redirect" {
+                    // Keys of two slots on this node: EXEC answers -CROSSSLOT and discards.
+                    let h2 = try RawClient(port: nodes[0].port)
+                    #expect(try h2.call("MULTI") == .simpleString("OK"))
+                    #expect(try h2.call("SET", mine[0], "1") == .simpleString("QUEUED"))
+                    #expect(try h2.call("SET", mine.first { HashSlot.slot(forKey: $0) != HashSlot.slot(forKey: mine[0]) }!, "1") == .simpleString("QUEUED"))
+                    #expect(try h2.callRaw("EXEC") == "-CROSSSLOT Keys in request don't hash to the same slot\r\n")
+                    #expect(try h2.callRaw("EXEC") == "-ERR EXEC without MULTI\r\n")
+                    h2.close()
+                }
+                for n in nodes { n.stop() }
+            }
+        }
+
         @Test("a stopped (SIGSTOP) peer does not hold up commands for the other nodes; its own keys fail within 2 s")
         func slowPeer() async throws {
             let nodes = try startCluster(mode: "proxy")

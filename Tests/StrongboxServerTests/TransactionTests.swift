@@ -151,6 +151,18 @@ struct TransactionTests {
         #expect(try c.readReply() == .simpleString("QUEUED"))
         #expect(try c.readReply() == .array([.integer(7)]))
         #expect(try c.readReply() == .bulk("1"))
+        // CLIENT LIST shows the transaction as Redis does: flags=x, multi=<queued>.
+        #expect(try c.call("MULTI") == .simpleString("OK"))
+        #expect(try c.call("SET", "cl", "1") == .simpleString("QUEUED"))
+        #expect(try c.call("CLIENT", "LIST") == .simpleString("QUEUED"))
+        guard case .array(let replies) = try c.call("EXEC"), replies.count == 2, case .bulkString(let line) = replies[1] else {
+            Issue.record("EXEC did not answer two replies")
+            return
+        }
+        let text = String(buffer: line)
+        #expect(text.contains(" flags=x ") && text.contains(" multi=2 "), "CLIENT LIST: \(text)")
+        guard case .bulkString(let after) = try c.call("CLIENT", "LIST") else { return }
+        #expect(String(buffer: after).contains(" flags=N ") && String(buffer: after).contains(" multi=-1 "))
     }
 
     @Test("redis-py pipelines and WATCH loops, dogpile.cache, aiocache, Django's RedisCache and django-redis")

@@ -192,8 +192,8 @@ enum ConnectionCommands {
     static func infoLine(_ engine: Engine, _ session: Session, now: Int64) -> String {
         let age = (now - session.createdAt) / 1000
         let idle = max(0, now - session.lastInteraction) / 1000
-        let flags = session.noEvict ? "e" : "N"
-        return "id=\(session.id) addr=\(session.address) laddr=\(session.localAddress) fd=-1 name=\(session.name) age=\(age) idle=\(idle) flags=\(flags) db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=\(session.lastCommand) user=default redir=-1 resp=\(session.protocolVersion.rawValue) lib-name=\(session.libraryName) lib-ver=\(session.libraryVersion)"
+        let flags = (session.queuedCommands >= 0 ? "x" : "") + (session.noEvict ? "e" : "")
+        return "id=\(session.id) addr=\(session.address) laddr=\(session.localAddress) fd=-1 name=\(session.name) age=\(age) idle=\(idle) flags=\(flags.isEmpty ? "N" : flags) db=0 sub=0 psub=0 ssub=0 multi=\(session.queuedCommands) qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=\(session.lastCommand) user=default redir=-1 resp=\(session.protocolVersion.rawValue) lib-name=\(session.libraryName) lib-ver=\(session.libraryVersion)"
     }
 
     static func clientInfo(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {

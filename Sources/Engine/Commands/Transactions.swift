@@ -10,9 +10,10 @@ public struct Transaction: Sendable {
     public var failed = false
     /// A queued command runs Lua: `EXEC` then runs off the event loop, on the script queue.
     public var runsScripts = false
-    /// Cluster: the slot and owner of the first key queued (every later key must agree).
+    /// Redirect-mode cluster: the slot of the first key queued, and whether a later one differs
+    /// (`EXEC` then answers `-CROSSSLOT`, as Redis Cluster).
     var slot = -1
-    var owner = -1
+    var crossSlot = false
 
     public init() {}
 }
@@ -73,12 +74,20 @@ enum TransactionCommands {
             engine.unwatchAll(&inv)
             throw execAbort
         }
+        if transaction.crossSlot {
+            inv.transaction = nil
+            engine.unwatchAll(&inv)
+            throw CommandError.crossSlot
+        }
         if transaction.runsScripts && inv.mayDeferScripts {
             // Run again on the script queue (the connection hands over the transaction).
             inv.deferredScript = true
             return
         }
         inv.transaction = nil
+        // As Redis, the client is still in MULTI while its commands run (CLIENT LIST: `flags=x`).
+        inv.session.queuedCommands = transaction.commands.count
+        defer { inv.session.queuedCommands = -1 }
         let execArgs = inv.args
         let now = inv.now
         try engine.keyspace.withExclusiveAccess { () throws(CommandError) in
@@ -161,9 +170,10 @@ extension Engine {
         if invocation.transaction != nil { invocation.transaction!.failed = true }
     }
 
-    /// In a cluster, a transaction runs on the node that owns its keys, as Redis Cluster: every
-    /// key of every queued command must be in one slot (redirect mode) or owned by this node
-    /// (proxy mode). - Returns: the error to refuse the command with, or nil.
+    /// In a cluster, a transaction runs on the node that owns its keys, as Redis Cluster: each
+    /// queued command's keys must be this node's (redirect mode: `-MOVED`, and `EXEC` answers
+    /// `-CROSSSLOT` when the commands' slots differ; proxy mode: `-CROSSSLOT` at once).
+    /// - Returns: the error to refuse the command with, or nil.
     private func transactionRefusal(_ cluster: ClusterState, _ spec: CommandSpec, _ invocation: inout Invocation) -> String? {
         switch spec.clusterRole {
         case .everywhere, .scan:
@@ -172,28 +182,29 @@ extension Engine {
             break
         }
         var refusal: String?
-        var slot = invocation.transaction!.slot, owner = invocation.transaction!.owner
+        var commandSlot = -1
+        var slot = invocation.transaction!.slot
+        var crossSlot = invocation.transaction!.crossSlot
         Self.forEachKeyPosition(spec, invocation.args) { p in
             guard refusal == nil else { return }
             let s = invocation.args[p].withUnsafeReadableBytes { HashSlot.slot(forKeyBytes: $0) }
             let o = cluster.ownerIndex(ofSlot: s)
-            if slot < 0 {
-                slot = s
-                owner = o
-            } else if cluster.mode == .redirect ? s != slot : o != owner {
+            if commandSlot >= 0 && s != commandSlot && cluster.mode == .redirect {
                 refusal = CommandError.crossSlot.message
                 return
             }
+            commandSlot = s
             if o != cluster.myIndex {
                 let m = cluster.ring.members[o]
-                refusal = cluster.mode == .redirect
-                    ? "MOVED \(s) \(m.host):\(m.port)"
-                    : CommandError.crossSlot.message
+                refusal = cluster.mode == .redirect ? "MOVED \(s) \(m.host):\(m.port)" : CommandError.crossSlot.message
+                return
             }
+            if slot < 0 { slot = s } else if s != slot { crossSlot = true }
         }
         if refusal == nil {
             invocation.transaction!.slot = slot
-            invocation.transaction!.owner = owner
+            // Proxy mode: every key is this node's, whatever its slot.
+            invocation.transaction!.crossSlot = crossSlot && cluster.mode == .redirect
         }
         return refusal
     }
