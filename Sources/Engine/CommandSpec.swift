@@ -30,6 +30,9 @@ public final class CommandSpec: Sendable {
     public let denyOOM: Bool
     /// May add data (writes and scripts): under a memory limit, eviction runs first.
     public let makesRoomFirst: Bool
+    /// Locks shards for `WATCH` registrations (WATCH, UNWATCH, DISCARD, RESET): though
+    /// `allow_busy`, it waits while a script holds the keyspace.
+    public let touchesWatches: Bool
 
     public enum ClusterRole: Sendable {
         /// Keys at `firstKey…lastKey` (or none): runs where they live.
@@ -84,6 +87,7 @@ public final class CommandSpec: Sendable {
             clusterRole = .keyed
         }
         denyOOM = flags.contains("denyoom")
+        touchesWatches = ["watch", "unwatch", "discard", "reset"].contains(name)
         if case .scriptKeys = clusterRole {
             makesRoomFirst = true
         } else {

@@ -124,6 +124,13 @@ public final class Engine: Sendable {
         // used_memory = keyspace bytes + the process baseline; shards report their share in
         // steps, so leave room for the steps not yet reported.
         let slack = ServerCommands.baselineBytes + keyspace.reportingSlack
+        // A limit below what the process needs with no data at all (used_memory with an empty
+        // keyspace) can never be met: as Redis, writes get -OOM once evicting cannot help.
+        if limit <= ServerCommands.baselineBytes {
+            _ = keyspace.evict(toFit: 0, policy: config.evictionPolicy, samples: config.maxMemorySamples.load(ordering: .relaxed),
+                               protectLocks: config.protectLocks.load(ordering: .relaxed), budgetMilliseconds: budgetMilliseconds)
+            return false
+        }
         return keyspace.evict(toFit: max(0, limit - slack), policy: config.evictionPolicy,
                               samples: config.maxMemorySamples.load(ordering: .relaxed),
                               protectLocks: config.protectLocks.load(ordering: .relaxed),
@@ -171,10 +178,13 @@ public final class Engine: Sendable {
             }
             return
         }
-        if !fromScript && scripts.runningSince.load(ordering: .relaxed) != 0 && !spec.flags.contains("allow_busy") {
+        // While a script holds the keyspace, a command waits (allow_busy ones answer at once,
+        // unless they must lock shards for WATCH registrations).
+        if !fromScript && scripts.busySince != 0
+            && (!spec.flags.contains("allow_busy") || (spec.touchesWatches && (invocation.watching != nil || spec.name == "watch"))) {
             guard waitForScript(&invocation) else {
                 if !invocation.waitingOnScript {
-                    invocation.out.writeRESPError(scripts.busyMessage)
+                    if spec.name == "exec" { abortExec(&invocation, scripts.busyMessage) } else { reject(&invocation, scripts.busyMessage) }
                 }
                 return
             }
@@ -196,9 +206,11 @@ public final class Engine: Sendable {
         }
         invocation.session.lastCommand = spec.name
         invocation.session.commandsSinceFlush &+= 1
-        invocation.now = keyspace.clock.now()
+        // Scripts and transactions run on one frozen "now" (set by their caller), as Redis 7.
+        if !fromScript { invocation.now = keyspace.clock.now() }
         guard let handler = spec.handler else { return }
-        if spec.makesRoomFirst && !makeRoom() && spec.denyOOM {
+        // Inside EXEC the memory check was made for the whole transaction, as Redis does.
+        if spec.makesRoomFirst && !invocation.runningTransaction && !makeRoom() && spec.denyOOM {
             invocation.out.writeRESPError(CommandError.outOfMemory.message)
             return
         }
@@ -221,7 +233,7 @@ public final class Engine: Sendable {
     /// caller that cannot park (a cluster split's local part) gets `-BUSY` at once.
     /// - Returns: true when the command may run now; false when it parked or must get `-BUSY`.
     private func waitForScript(_ invocation: inout Invocation) -> Bool {
-        let since = scripts.runningSince.load(ordering: .relaxed)
+        let since = scripts.busySince
         if since == 0 { return true }
         let threshold = config.busyReplyThreshold.load(ordering: .relaxed)
         let elapsed = keyspace.clock.now() - since
@@ -237,7 +249,7 @@ public final class Engine: Sendable {
 
     /// Milliseconds until the running script passes `busy-reply-threshold` (0: none runs or it has).
     public func millisecondsUntilBusy() -> Int64 {
-        let since = scripts.runningSince.load(ordering: .relaxed)
+        let since = scripts.busySince
         guard since != 0 else { return 0 }
         return max(0, config.busyReplyThreshold.load(ordering: .relaxed) - (keyspace.clock.now() - since))
     }

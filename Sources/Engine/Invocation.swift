@@ -98,6 +98,8 @@ public struct Invocation: Sendable {
     }
     /// `WATCH`: the keys watched, or nil.
     public var watching: Watching?
+    /// Set while `EXEC` runs the queued commands.
+    public var runningTransaction = false
 
     /// Reply bytes already complete, in order, that come before `out`: a reply too large for one
     /// buffer (a ByteBuffer's indexes are 32-bit) is cut into chunks. Empty in the common case.

@@ -28,6 +28,23 @@ public final class ScriptEngine: @unchecked Sendable {
     public let queue = DispatchQueue(label: "strongbox.scripts")
     /// When the running script started (keyspace clock), or 0 when none runs.
     public let runningSince = Atomic<Int64>(0)
+    /// When a transaction that runs scripts started (`EXEC` on the script queue), or 0: the
+    /// engine is busy for the whole of it, not only while each of its scripts runs.
+    public let transactionSince = Atomic<Int64>(0)
+
+    /// Since when the engine has been busy with a script or a transaction of scripts, or 0.
+    @inline(__always)
+    public var busySince: Int64 {
+        let s = runningSince.load(ordering: .relaxed)
+        return s != 0 ? s : transactionSince.load(ordering: .relaxed)
+    }
+
+    /// Marks a transaction of scripts as running (`since`, nonzero) or ended (0); at the end,
+    /// the connections waiting go on.
+    public func transactionRunning(since: Int64) {
+        transactionSince.store(since, ordering: .relaxed)
+        if since == 0 { wakeWaiters() }
+    }
     /// Whether the running script has written (then `SCRIPT KILL` refuses, as in Redis).
     let runningScriptWrote = Atomic<Bool>(false)
     let killFlag: UnsafeMutablePointer<Int32>
@@ -468,7 +485,7 @@ public final class ScriptEngine: @unchecked Sendable {
     /// Calls `wake` once the running script has ended (at once when none runs).
     public func whenIdle(_ wake: @escaping @Sendable () -> Void) {
         idleWaiters.withLock { $0.append(wake) }
-        if runningSince.load(ordering: .relaxed) == 0 { wakeWaiters() }
+        if busySince == 0 { wakeWaiters() }
     }
 
     private func wakeWaiters() {
@@ -545,8 +562,9 @@ public final class ScriptEngine: @unchecked Sendable {
             sb_wipe_proxies(L)
             running.withLock { $0 = nil }
             runningSince.store(0, ordering: .relaxed)
-            // Parked connections go on once the reply is built (nothing here runs Lua code).
-            wakeWaiters()
+            // Parked connections go on once the reply is built (nothing here runs Lua code),
+            // unless a transaction of scripts still holds the keyspace.
+            if transactionSince.load(ordering: .relaxed) == 0 { wakeWaiters() }
         }
         if status != 0 {
             // The handler's table, or (when the handler itself failed, or memory ran out) a string.

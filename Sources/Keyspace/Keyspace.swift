@@ -319,9 +319,11 @@ public final class Keyspace: @unchecked Sendable {
 
     /// Live keys (expired ones removed on the way).
     public var count: Int {
-        var total = 0
-        for i in 0..<shardCount { total += withShard(i) { $0.count } }
-        return total
+        withAllShards { set in
+            var total = 0
+            for i in 0..<shardCount { total += set.withShard(i) { $0.count } }
+            return total
+        }
     }
 
     public struct Totals: Sendable {

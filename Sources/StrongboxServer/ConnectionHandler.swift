@@ -106,8 +106,17 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
         contextRef = nil
         sinkRef = nil
         // WATCH registrations live in the keyspace: a client that vanishes leaves none behind.
+        // While a script holds every shard, they go when it ends (this loop must not wait).
         invocationState.pointee.transaction = nil
-        engine.unwatchAll(&invocationState.pointee)
+        if let watching = invocationState.pointee.watching {
+            invocationState.pointee.watching = nil
+            let engine = self.engine
+            if engine.scripts.busySince != 0 {
+                engine.scripts.whenIdle { engine.unregister(watching) }
+            } else {
+                engine.unregister(watching)
+            }
+        }
         if let record {
             publish(to: record)
             registry.remove(id: invocationState.pointee.session.id)

@@ -184,3 +184,39 @@ final class ManagedAtomicCounter: @unchecked Sendable {
     func add() { lock.lock(); n += 1; lock.unlock() }
     var value: Int { lock.lock(); defer { lock.unlock() }; return n }
 }
+
+extension TransactionTests {
+    @Test("during a busy script: WATCH, queued commands and a watcher's disconnect never block the event loop; -BUSY dooms the transaction")
+    func busyScript() async throws {
+        let server = try await InProcessServer(["busy-reply-threshold": "100"], threads: 1)
+        defer { Task { await server.stop() } }
+        let watcher = try RawClient(port: server.port)
+        #expect(try watcher.call("WATCH", "gone") == .simpleString("OK"))
+        let queuer = try RawClient(port: server.port)
+        #expect(try queuer.call("MULTI") == .simpleString("OK"))
+        let looper = try RawClient(port: server.port)
+        try looper.send(command: ["EVAL", "while true do end", "0"])
+        try await Task.sleep(for: .milliseconds(50))
+        // A watcher vanishing while the script holds every shard: its clean-up must not wait.
+        watcher.close()
+        let other = try RawClient(port: server.port)
+        let busy = try other.callRaw("WATCH", "k")
+        #expect(busy.hasPrefix("-BUSY "), "WATCH during a busy script: \(busy)")
+        // A command refused -BUSY while queuing dooms the transaction, as in Redis.
+        #expect(try queuer.callRaw("SET", "k", "v").hasPrefix("-BUSY "))
+        #expect(try other.call("SCRIPT", "KILL") == .simpleString("OK"))
+        _ = try looper.readReply()
+        #expect(try queuer.callRaw("EXEC") == "-EXECABORT Transaction discarded because of previous errors.\r\n")
+        #expect(try queuer.call("EXISTS", "k") == .integer(0))
+        let keyspace = server.engine.keyspace
+        let deadline = Date().addingTimeInterval(10)
+        var left = 1
+        while Date() < deadline {
+            left = (0..<keyspace.shardCount).reduce(0) { n, i in n + keyspace.withShard(i) { $0.watchedKeyCount } }
+            if left == 0 { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(left == 0, "the vanished watcher's registration is gone once the script ends")
+        #expect(try other.call("WATCH", "k") == .simpleString("OK"))
+    }
+}

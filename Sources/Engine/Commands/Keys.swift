@@ -77,9 +77,14 @@ enum KeyCommands {
         let now = inv.now
         let matchAll = pattern == [UInt8(ascii: "*")]
         var found: [ByteBuffer] = []
-        for shard in 0..<engine.keyspace.shardCount {
-            engine.keyspace.forEachKey(inShard: shard, now: now) { key, _ in
-                if matchAll || Glob.match(pattern, key.readableBytesView) { found.append(key) }
+        // Every shard held at once: a transaction or multi-key command is seen whole or not at all.
+        engine.keyspace.withAllShards { set in
+            for shard in 0..<engine.keyspace.shardCount {
+                set.withShard(shard) { s in
+                    s.forEach(now: now) { key, _ in
+                        if matchAll || Glob.match(pattern, key) { found.append(ByteBuffer(bytes: key)) }
+                    }
+                }
             }
         }
         inv.out.writeRESPArrayHeader(found.count)

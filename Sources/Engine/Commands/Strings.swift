@@ -182,7 +182,8 @@ enum StringCommands {
                 shard.remove(key)
             } else if deadline != 0 {
                 shard.setDeadline(key, deadline)
-            } else if options.expiry == .persist {
+            } else if options.expiry == .persist && e.hasDeadline {
+                // Only a TTL really removed is a change (WATCH).
                 shard.setDeadline(key, 0)
             }
         }

@@ -10,6 +10,8 @@ public struct Transaction: Sendable {
     public var failed = false
     /// A queued command runs Lua: `EXEC` then runs off the event loop, on the script queue.
     public var runsScripts = false
+    /// A queued command is `denyoom`: `EXEC` is refused while memory cannot be made.
+    public var deniesOOM = false
     /// Redirect-mode cluster: the slot of the first key queued, and whether a later one differs
     /// (`EXEC` then answers `-CROSSSLOT`, as Redis Cluster).
     var slot = -1
@@ -79,6 +81,10 @@ enum TransactionCommands {
             engine.unwatchAll(&inv)
             throw CommandError.crossSlot
         }
+        if transaction.deniesOOM && !engine.makeRoom() {
+            engine.abortExec(&inv, CommandError.outOfMemory.message)
+            return
+        }
         if transaction.runsScripts && inv.mayDeferScripts {
             // Run again on the script queue (the connection hands over the transaction).
             inv.deferredScript = true
@@ -90,6 +96,18 @@ enum TransactionCommands {
         defer { inv.session.queuedCommands = -1 }
         let execArgs = inv.args
         let now = inv.now
+        inv.runningTransaction = true
+        defer {
+            inv.runningTransaction = false
+            inv.args = execArgs
+            inv.session.lastCommand = "exec"
+        }
+        if transaction.runsScripts {
+            // Busy for the whole transaction: other clients wait (and get -BUSY past the
+            // threshold) between its scripts too, instead of blocking on the shard locks.
+            engine.scripts.transactionRunning(since: max(1, engine.keyspace.clock.now()))
+        }
+        defer { if transaction.runsScripts { engine.scripts.transactionRunning(since: 0) } }
         try engine.keyspace.withExclusiveAccess { () throws(CommandError) in
             if let watching = inv.watching {
                 // A watched key past its deadline is removed here, which marks the token.
@@ -115,7 +133,6 @@ enum TransactionCommands {
                 try inv.checkReplySize()
             }
         }
-        inv.args = execArgs
     }
 }
 
@@ -124,6 +141,11 @@ extension Engine {
     public func unwatchAll(_ inv: inout Invocation) {
         guard let watching = inv.watching else { return }
         inv.watching = nil
+        unregister(watching)
+    }
+
+    /// Removes `watching`'s registrations from the keyspace.
+    public func unregister(_ watching: Watching) {
         for name in watching.keys {
             let key = Key(name)
             keyspace.withShard(for: key) { $0.unwatch(key, token: watching.token) }
@@ -140,7 +162,8 @@ extension Engine {
             reject(&invocation, "ERR Command not allowed inside a transaction")
             return
         }
-        if spec.denyOOM && !makeRoom() {
+        // As Redis: over maxmemory, nothing more is queued (queuing itself takes memory).
+        if !makeRoom() {
             reject(&invocation, CommandError.outOfMemory.message)
             return
         }
@@ -153,6 +176,7 @@ extension Engine {
         for a in invocation.args { owned.append(ByteBuffer(bytes: a.readableBytesView)) }
         invocation.transaction!.commands.append(owned)
         if case .scriptKeys = spec.clusterRole { invocation.transaction!.runsScripts = true }
+        if spec.denyOOM { invocation.transaction!.deniesOOM = true }
         invocation.out.writeRESPSimpleString("QUEUED" as StaticString)
     }
 
