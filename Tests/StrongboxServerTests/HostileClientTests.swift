@@ -324,4 +324,17 @@ struct HostileClientTests {
         }
         try Self.expectAlive(server)
     }
+
+    @Test("string.rep of an empty string 2^63 times answers at once (Lua 5.1 loops in C: the fuzzer's find)")
+    func emptyRep() throws {
+        let server = try StrongboxProcess()
+        defer { server.stop() }
+        let c = try RawClient(port: server.port, timeoutSeconds: 5)
+        for n in ["9223372036854775807", "4294967295", "1e300", "'1e18'"] {
+            #expect(try Self.reply(c, ["EVAL", "return string.rep('', \(n))", "0"]) == .bulkString(ByteBuffer()), "\(n)")
+        }
+        #expect(try Self.reply(c, ["EVAL", "return ('x'):rep(3)", "0"]) == .bulkString(ByteBuffer(string: "xxx")))
+        #expect(try Self.reply(c, ["EVAL", "return string.rep('', -1)", "0"]) == .bulkString(ByteBuffer()))
+        try Self.expectAlive(server)
+    }
 }
