@@ -175,7 +175,10 @@ extension Engine {
         owned.reserveCapacity(invocation.args.count)
         for a in invocation.args { owned.append(ByteBuffer(bytes: a.readableBytesView)) }
         invocation.transaction!.commands.append(owned)
+        // Lua runs for EVAL/FCALL, and for FUNCTION LOAD/RESTORE (the library's code at load):
+        // off the event loop, then.
         if case .scriptKeys = spec.clusterRole { invocation.transaction!.runsScripts = true }
+        if spec.name == "function|load" || spec.name == "function|restore" { invocation.transaction!.runsScripts = true }
         if spec.denyOOM { invocation.transaction!.deniesOOM = true }
         invocation.out.writeRESPSimpleString("QUEUED" as StaticString)
     }
