@@ -33,6 +33,8 @@ public final class CommandSpec: Sendable {
     /// Locks shards for `WATCH` registrations (WATCH, UNWATCH, DISCARD, RESET): though
     /// `allow_busy`, it waits while a script holds the keyspace.
     public let touchesWatches: Bool
+    /// Runs at once inside `MULTI` instead of being queued (EXEC, DISCARD, MULTI, WATCH, QUIT, RESET).
+    public let runsInsideMulti: Bool
 
     public enum ClusterRole: Sendable {
         /// Keys at `firstKey…lastKey` (or none): runs where they live.
@@ -88,6 +90,7 @@ public final class CommandSpec: Sendable {
         }
         denyOOM = flags.contains("denyoom")
         touchesWatches = ["watch", "unwatch", "discard", "reset"].contains(name)
+        runsInsideMulti = ["exec", "discard", "multi", "watch", "quit", "reset"].contains(name)
         if case .scriptKeys = clusterRole {
             makesRoomFirst = true
         } else {

@@ -189,7 +189,7 @@ public final class Engine: Sendable {
                 return
             }
         }
-        if invocation.transaction != nil && !fromScript && !Self.runsInsideMulti.contains(spec.name) {
+        if invocation.transaction != nil && !fromScript && !spec.runsInsideMulti {
             queue(spec, &invocation)
             return
         }

@@ -35,6 +35,8 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
     /// Command processing waits for the socket to drain (a client not reading big replies).
     private var processingPaused = false
     private var record: ClientRegistry.Record?
+    /// Set once the handler is removed (a script job finishing later must not park state here).
+    private var removed = false
     /// A Lua script of this connection runs on the script queue; its later requests wait.
     private var awaitingScript = false
     /// The current command waits for another client's script (`Invocation.waitingOnScript`):
@@ -103,6 +105,7 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        removed = true
         contextRef = nil
         sinkRef = nil
         // WATCH registrations live in the keyspace: a client that vanishes leaves none behind.
@@ -508,7 +511,8 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
         awaitingScript = true
         var prepared = Invocation(session: invocationState.pointee.session, out: context.channel.allocator.buffer(capacity: 256))
         prepared.args = invocationState.pointee.args
-        // An EXEC that runs scripts takes its transaction and watches along.
+        // The job takes the transaction and watches along (an EXEC of scripts uses and ends
+        // them) and hands back what is left (after a plain EVAL, the WATCH still holds).
         prepared.transaction = invocationState.pointee.transaction
         prepared.watching = invocationState.pointee.watching
         invocationState.pointee.transaction = nil
@@ -528,6 +532,7 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
             let chunks = job.spilled
             let overLimit = job.outputLimitExceeded
             let session = job.session
+            let transaction = job.transaction, watching = job.watching
             loop.execute {
                 let (handler, context, slot) = bound.value
                 // What the commands changed (SELECT, CLIENT SETNAME inside a transaction; the
@@ -535,6 +540,11 @@ final class ConnectionHandler: ChannelDuplexHandler, ReplySink {
                 let counted = handler.invocationState.pointee.session.commandsSinceFlush
                 handler.invocationState.pointee.session = session
                 handler.invocationState.pointee.session.commandsSinceFlush += counted
+                handler.invocationState.pointee.transaction = transaction
+                if let watching {
+                    // A connection gone meanwhile cleaned up without these: drop them here.
+                    if handler.removed { engine.unregister(watching) } else { handler.invocationState.pointee.watching = watching }
+                }
                 if overLimit {
                     handler.awaitingScript = false
                     handler.closeForOutputLimit(context: context)

@@ -107,16 +107,8 @@ struct TransactionTests {
         #expect(odd.value == 0, "EXISTS saw one of the two keys \(odd.value) times")
     }
 
-    @Test("a client that disconnects while watching leaves no registration behind")
-    func watchCleanup() async throws {
-        let server = try await InProcessServer()
-        defer { Task { await server.stop() } }
-        do {
-            let c = try RawClient(port: server.port)
-            #expect(try c.call("WATCH", "w1", "w2", "w3") == .simpleString("OK"))
-            #expect(try c.call("MULTI") == .simpleString("OK"))
-            c.close()
-        }
+    /// WATCH registrations still in the keyspace, once they stop going away (10 s at most).
+    static func watchRegistrationsLeft(_ server: InProcessServer) async throws -> Int {
         let keyspace = server.engine.keyspace
         let deadline = Date().addingTimeInterval(10)
         var left = 1
@@ -125,6 +117,25 @@ struct TransactionTests {
             if left == 0 { break }
             try await Task.sleep(for: .milliseconds(20))
         }
+        return left
+    }
+
+    @Test("a client that disconnects while watching leaves no registration behind (also after a script ran)")
+    func watchCleanup() async throws {
+        let server = try await InProcessServer()
+        defer { Task { await server.stop() } }
+        do {
+            let c = try RawClient(port: server.port)
+            #expect(try c.call("WATCH", "w1", "w2", "w3", "w2") == .simpleString("OK"))
+            #expect(try c.call("MULTI") == .simpleString("OK"))
+            c.close()
+            // A script runs off the event loop: the WATCH goes with it and comes back.
+            let d = try RawClient(port: server.port)
+            #expect(try d.call("WATCH", "w4") == .simpleString("OK"))
+            #expect(try d.call("EVAL", "return 1", "0") == .integer(1))
+            d.close()
+        }
+        let left = try await Self.watchRegistrationsLeft(server)
         #expect(left == 0)
         // The keys stay writable and a new client's WATCH works.
         let d = try RawClient(port: server.port)
@@ -208,14 +219,7 @@ extension TransactionTests {
         _ = try looper.readReply()
         #expect(try queuer.callRaw("EXEC") == "-EXECABORT Transaction discarded because of previous errors.\r\n")
         #expect(try queuer.call("EXISTS", "k") == .integer(0))
-        let keyspace = server.engine.keyspace
-        let deadline = Date().addingTimeInterval(10)
-        var left = 1
-        while Date() < deadline {
-            left = (0..<keyspace.shardCount).reduce(0) { n, i in n + keyspace.withShard(i) { $0.watchedKeyCount } }
-            if left == 0 { break }
-            try await Task.sleep(for: .milliseconds(20))
-        }
+        let left = try await Self.watchRegistrationsLeft(server)
         #expect(left == 0, "the vanished watcher's registration is gone once the script ends")
         #expect(try other.call("WATCH", "k") == .simpleString("OK"))
     }

@@ -144,8 +144,7 @@ enum ConnectionCommands {
         inv.session.noEvict = false
         inv.session.authenticated = engine.config.requirePass.isEmpty
         inv.session.isPeer = false
-        inv.transaction = nil
-        engine.unwatchAll(&inv)
+        engine.endTransaction(&inv)
         inv.out.writeRESPSimpleString("RESET" as StaticString)
     }
 

@@ -56,7 +56,7 @@ enum KeyCommands {
     static func rename(_ engine: Engine, _ inv: inout Invocation, nx: Bool) throws(CommandError) {
         let now = inv.now
         let source = Key(inv.args[1]), target = Key(inv.args[2])
-        let result: Bool = try engine.keyspace.withShards(for: [source, target]) { (set: inout Keyspace.ShardSet) throws(CommandError) -> Bool in
+        let result: Bool = try engine.keyspace.withShards(ofKeysIn: inv.args, from: 1) { (set: inout Keyspace.ShardSet) throws(CommandError) -> Bool in
             guard let entry = set.withShard(for: source, { $0.entry(source, now: now) }) else { throw .noSuchKey }
             if source == target { return !nx }
             let targetExists = set.withShard(for: target) { $0.entry(target, now: now) != nil }

@@ -23,7 +23,7 @@ public struct Transaction: Sendable {
 /// A connection's `WATCH`: the keys watched (owned copies) and the token their writes mark.
 public struct Watching: Sendable {
     public let token = WatchToken()
-    public var keys: [ByteBuffer] = []
+    public var keys: Set<ByteBuffer> = []
 }
 
 /// MULTI, EXEC, DISCARD, WATCH, UNWATCH: Redis 7.0's transactions.
@@ -42,8 +42,7 @@ enum TransactionCommands {
 
     static func discard(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
         guard inv.transaction != nil else { throw CommandError("ERR DISCARD without MULTI") }
-        inv.transaction = nil
-        engine.unwatchAll(&inv)
+        engine.endTransaction(&inv)
         inv.out.writeRESPOK()
     }
 
@@ -59,7 +58,7 @@ enum TransactionCommands {
             let owned = ByteBuffer(bytes: name.readableBytesView)
             let key = Key(owned)
             engine.keyspace.withShard(for: key) { $0.watch(key, token: token, now: now) }
-            inv.watching!.keys.append(owned)
+            inv.watching!.keys.insert(owned)
         }
         inv.out.writeRESPOK()
     }
@@ -71,15 +70,9 @@ enum TransactionCommands {
 
     static func exec(_ engine: Engine, _ inv: inout Invocation) throws(CommandError) {
         guard let transaction = inv.transaction else { throw CommandError("ERR EXEC without MULTI") }
-        if transaction.failed {
-            inv.transaction = nil
-            engine.unwatchAll(&inv)
-            throw execAbort
-        }
-        if transaction.crossSlot {
-            inv.transaction = nil
-            engine.unwatchAll(&inv)
-            throw CommandError.crossSlot
+        if transaction.failed || transaction.crossSlot {
+            engine.endTransaction(&inv)
+            throw transaction.failed ? execAbort : .crossSlot
         }
         if transaction.deniesOOM && !engine.makeRoom() {
             engine.abortExec(&inv, CommandError.outOfMemory.message)
@@ -137,6 +130,12 @@ enum TransactionCommands {
 }
 
 extension Engine {
+    /// Leaves `MULTI` (if in it) and drops the `WATCH` registrations (DISCARD, EXECABORT, RESET).
+    func endTransaction(_ inv: inout Invocation) {
+        inv.transaction = nil
+        unwatchAll(&inv)
+    }
+
     /// Drops the connection's `WATCH` registrations (EXEC, DISCARD, UNWATCH, RESET, disconnect).
     public func unwatchAll(_ inv: inout Invocation) {
         guard let watching = inv.watching else { return }
@@ -151,9 +150,6 @@ extension Engine {
             keyspace.withShard(for: key) { $0.unwatch(key, token: watching.token) }
         }
     }
-
-    /// Commands that run at once inside `MULTI` instead of being queued.
-    static let runsInsideMulti: Set<String> = ["exec", "discard", "multi", "watch", "quit", "reset"]
 
     /// Queues the command of `invocation` in its open transaction (`+QUEUED`), or refuses it as
     /// Redis does, marking the transaction failed.
@@ -186,8 +182,7 @@ extension Engine {
     /// An `EXEC` refused before it runs (arity, auth): as Redis, the transaction (if any) is
     /// discarded and the reply says why, with or without an open `MULTI`.
     func abortExec(_ invocation: inout Invocation, _ reason: String) {
-        invocation.transaction = nil
-        unwatchAll(&invocation)
+        endTransaction(&invocation)
         invocation.out.writeRESPError("EXECABORT Transaction discarded because of: \(reason)")
     }
 
